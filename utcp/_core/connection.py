@@ -1,0 +1,1066 @@
+"""One TCP connection as a sans-IO state machine (RFC 9293).
+
+This module is the only place where a connection's state changes.  It never
+reads a clock (every input takes ``now``), never touches a socket (outgoing
+datagrams pile up in an outbox the driver drains with
+:meth:`TcpConnection.take_datagrams`) and never imports trio.
+
+Inputs:
+  * :meth:`TcpConnection.connect` / :meth:`TcpConnection.accept_syn` open it;
+  * :meth:`TcpConnection.handle_segment` feeds an arriving segment;
+  * :meth:`TcpConnection.handle_timer` fires expired deadlines
+    (:meth:`TcpConnection.get_timer` tells when the next one is);
+  * :meth:`TcpConnection.send`, :meth:`TcpConnection.read`,
+    :meth:`TcpConnection.shutdown`, :meth:`TcpConnection.close`,
+    :meth:`TcpConnection.abort` are the user calls.
+
+Arriving segments are processed in the order of RFC 9293 3.10.7: sequence
+check, RST, (security), SYN, ACK, URG (ignored), data, FIN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .codec import ACK, FIN, PSH, RST, SYN, Segment, encode
+from .config import Options
+from .congestion import CongestionControl, make_congestion_control
+from .rtt import RttEstimator
+from .seq import MASK, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_sub
+from .state import CAN_RECEIVE, CAN_SEND, State
+
+__all__ = ["TcpConnection"]
+
+_CLOSED = State.CLOSED
+_LISTEN = State.LISTEN
+_SYN_SENT = State.SYN_SENT
+_SYN_RECEIVED = State.SYN_RECEIVED
+_ESTABLISHED = State.ESTABLISHED
+_FIN_WAIT_1 = State.FIN_WAIT_1
+_FIN_WAIT_2 = State.FIN_WAIT_2
+_CLOSE_WAIT = State.CLOSE_WAIT
+_CLOSING = State.CLOSING
+_LAST_ACK = State.LAST_ACK
+_TIME_WAIT = State.TIME_WAIT
+
+#: States that may (re)transmit data or a FIN.
+_SENDING = frozenset({_ESTABLISHED, _CLOSE_WAIT, _FIN_WAIT_1, _CLOSING, _LAST_ACK})
+#: States in which keepalive probes make sense (Linux: not after our FIN).
+_KEEPALIVE = frozenset({_ESTABLISHED, _CLOSE_WAIT})
+
+_DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: no MSS option means 536 (IPv4)
+_RTO_AFTER_SYN_TIMEOUT = 3.0  # RFC 6298 5.7
+
+
+class TcpConnection:
+    """A TCP connection's transmission control block and state machine.
+
+    ``iss`` (the initial send sequence number) is chosen by the caller, so
+    tests can start near the 2**32 wrap and the endpoint can apply RFC 6528.
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        *,
+        local_port: int,
+        remote_port: int,
+        iss: int,
+        ipv6: bool = False,
+    ) -> None:
+        self.options = options
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.state = _CLOSED
+        #: True when created from a listener (passive open).
+        self.passive = False
+        #: Set when the connection failed: the OSError the user should see.
+        self.error: OSError | None = None
+        #: True once the application fully closed (``close()``): the connection is orphaned.
+        self.app_closed = False
+
+        # Send sequence space (RFC 9293 3.3.1)
+        self.iss = iss & MASK
+        self.snd_una = self.iss
+        self.snd_nxt = self.iss
+        self.snd_max = self.iss  # highest sequence number sent + 1
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0  # shift applied to the peer's window field
+        # Receive sequence space
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # right edge of the window last advertised
+        self.rcv_wscale = 0  # shift applied to our window field
+        self._ws_ok = False
+
+        self.local_mss = options.mss_for(ipv6)
+        self.peer_mss = _DEFAULT_PEER_MSS
+        self.snd_mss = min(self.peer_mss, self.local_mss)
+
+        # Send buffer: unacknowledged and unsent data; _sndbuf[0] has sequence number _snd_buf_seq.
+        self._sndbuf = bytearray()
+        self._snd_buf_seq = (self.iss + 1) & MASK
+        self.fin_queued = False
+        self._fin_seq = 0
+
+        # Receive side: in-order unread data, out-of-order segments keyed by sequence number.
+        self._rcvq = bytearray()
+        self._ooo: dict[int, tuple[bytes, bool]] = {}
+        self._ooo_limit = options.rcvbuf // 256 + 16
+        self.fin_received = False
+        self._rcv_unacked = 0  # bytes received since the last ACK we sent
+        self._ack_now = False
+
+        # Timers: absolute deadlines or None.
+        self._rtx_deadline: float | None = None
+        self._persist_deadline: float | None = None
+        self._delack_deadline: float | None = None
+        self._close_deadline: float | None = None  # TIME_WAIT or orphaned FIN_WAIT_2
+        self._ka_deadline: float | None = None
+
+        self.rtt = RttEstimator(options.rto_initial, options.rto_min, options.rto_max)
+        self._backoff = 0  # consecutive retransmission timeouts
+        self._persist_backoff = 0
+        self._rtt_seq: int | None = None  # sequence number being timed (Karn)
+        self._rtt_time = 0.0
+        self._syn_retransmitted = False
+        self._unacked_since: float | None = None  # for user_timeout
+
+        self.cc: CongestionControl = make_congestion_control(options.congestion, self.snd_mss)
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = 0
+
+        self._ka_probes = 0
+        self._out: list[bytes] = []
+
+        # Counters for info()
+        self.bytes_sent = 0
+        self.bytes_acked = 0
+        self.bytes_received = 0
+        self.retransmits = 0
+        self.total_retransmits = 0
+        self.segments_in = 0
+        self.segments_out = 0
+
+    # ------------------------------------------------------------------
+    # Driver-facing helpers
+
+    def take_datagrams(self) -> list[bytes]:
+        """The datagrams emitted since the last call, in order."""
+        out = self._out
+        self._out = []
+        return out
+
+    @property
+    def has_output(self) -> bool:
+        """Whether datagrams are waiting in the outbox."""
+        return bool(self._out)
+
+    def get_timer(self) -> float | None:
+        """The earliest pending deadline, or None when no timer runs."""
+        best: float | None = None
+        for d in (
+            self._rtx_deadline,
+            self._persist_deadline,
+            self._delack_deadline,
+            self._close_deadline,
+            self._ka_deadline,
+        ):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    @property
+    def readable(self) -> int:
+        """Bytes the application can read now."""
+        return len(self._rcvq)
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer's FIN has arrived and every byte before it has been read."""
+        return self.fin_received and not self._rcvq
+
+    @property
+    def send_space(self) -> int:
+        """Bytes :meth:`send` would accept now."""
+        return max(0, self.options.sndbuf - len(self._sndbuf))
+
+    @property
+    def send_queued(self) -> int:
+        """Bytes sent but unacknowledged plus bytes not yet sent (Send-Q)."""
+        return len(self._sndbuf)
+
+    @property
+    def can_send(self) -> bool:
+        """Whether the application may still queue data."""
+        return not self.fin_queued and (
+            self.state in CAN_SEND or self.state in (_SYN_SENT, _SYN_RECEIVED)
+        )
+
+    @property
+    def all_acked(self) -> bool:
+        """Everything queued (and the FIN, if any) has been acknowledged."""
+        return self.snd_una == self.snd_max and not self._sndbuf
+
+    # ------------------------------------------------------------------
+    # Opening
+
+    def connect(self, now: float) -> None:
+        """Active open (RFC 9293 3.10.1): send SYN, enter SYN_SENT."""
+        if self.state is not _CLOSED:
+            raise RuntimeError(f"connect() in state {self.state}")
+        self._set_state(_SYN_SENT)
+        self._send_syn(now)
+
+    def accept_syn(self, seg: Segment, now: float) -> None:
+        """Passive open: ``seg`` is a SYN that reached a listener (RFC 9293 3.10.7.2).
+
+        The connection enters SYN_RECEIVED and answers SYN-ACK.
+        """
+        if self.state is not _CLOSED:
+            raise RuntimeError(f"accept_syn() in state {self.state}")
+        self.passive = True
+        self._set_state(_LISTEN)
+        self._take_peer_syn(seg)
+        self.snd_wnd = seg.window  # RFC 7323 2.2: the window in a SYN is never scaled
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        self._set_state(_SYN_RECEIVED)
+        self._send_syn(now)
+        self.segments_in += 1
+
+    def _take_peer_syn(self, seg: Segment) -> None:
+        """Record IRS and negotiate MSS and window scale from the peer's SYN."""
+        self.irs = seg.seq
+        self.rcv_nxt = (seg.seq + 1) & MASK
+        if seg.mss is not None and seg.mss > 0:
+            self.peer_mss = seg.mss
+        self.snd_mss = max(1, min(self.peer_mss, self.local_mss))
+        self.cc.set_mss(self.snd_mss)
+        if self.options.window_scaling and seg.wscale is not None:
+            # RFC 7323 2.2/2.3: both sides must send the option; shift capped at 14
+            self._ws_ok = True
+            self.snd_wscale = min(seg.wscale, 14)
+            self.rcv_wscale = self._our_wscale()
+        else:
+            self._ws_ok = False
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+        self.rcv_adv = (self.rcv_nxt + self._rcv_space_max()) & MASK
+
+    def _our_wscale(self) -> int:
+        shift = 0
+        while (self.options.rcvbuf >> shift) > 0xFFFF and shift < 14:
+            shift += 1
+        return shift
+
+    def _rcv_space_max(self) -> int:
+        """The largest window we can express."""
+        return min(self.options.rcvbuf, 0xFFFF << self.rcv_wscale)
+
+    def _send_syn(self, now: float) -> None:
+        """Send (or re-send) our SYN or SYN-ACK with its options."""
+        if self.state is _SYN_SENT:
+            flags = SYN
+            ack = 0
+            wscale = self._our_wscale() if self.options.window_scaling else None
+        else:
+            flags = SYN | ACK
+            ack = self.rcv_nxt
+            wscale = self.rcv_wscale if self._ws_ok else None
+        seg = Segment(
+            self.local_port,
+            self.remote_port,
+            self.iss,
+            ack,
+            flags,
+            min(self.options.rcvbuf, 0xFFFF),
+            mss=self.local_mss,
+            wscale=wscale,
+        )
+        self._emit(seg)
+        self.snd_nxt = (self.iss + 1) & MASK
+        if seq_gt(self.snd_nxt, self.snd_max):
+            self.snd_max = self.snd_nxt
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rtt.backed_off(self._backoff)
+        if self._rtt_seq is None and not self._syn_retransmitted:
+            self._rtt_seq = self.snd_nxt
+            self._rtt_time = now
+
+    # ------------------------------------------------------------------
+    # User calls
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue as much of ``data`` as the send buffer takes; returns the count.
+
+        Raises RuntimeError if sending is no longer allowed (the driver checks
+        :attr:`can_send` first and maps that to the user's error).
+        """
+        if not self.can_send:
+            raise RuntimeError(f"send() in state {self.state}")
+        n = min(len(data), self.send_space)
+        if n:
+            self._sndbuf += data[:n]
+            self._transmit(now)
+        return n
+
+    def read(self, max_bytes: int, now: float) -> bytes:
+        """Take up to ``max_bytes`` of in-order data (b"" when none is buffered)."""
+        if not self._rcvq:
+            return b""
+        before = self._window_now()
+        if max_bytes >= len(self._rcvq):
+            data = bytes(self._rcvq)
+            self._rcvq.clear()
+        else:
+            data = bytes(self._rcvq[:max_bytes])
+            del self._rcvq[:max_bytes]
+        if self.state in CAN_RECEIVE:
+            # RFC 9293 3.8.6.2.2: announce the reopened window once it grew enough
+            # (Linux's rule: the window was at most half open and would at least double).
+            after = self._rcv_space()
+            if (
+                after - before >= min(self.options.rcvbuf // 2, self.local_mss)
+                and 2 * before <= self._rcv_space_max()
+                and after >= 2 * before
+            ):
+                self._ack_now = True
+                self._transmit(now)
+        return data
+
+    def shutdown(self, now: float) -> None:
+        """Half-close: queue a FIN after the data (RFC 9293 3.10.4 CLOSE, sending side only)."""
+        st = self.state
+        if self.fin_queued or st in (_CLOSED, _LISTEN):
+            return
+        if st is _SYN_SENT:
+            self._set_state(_CLOSED)  # RFC 9293 3.10.4: delete the TCB
+            return
+        if st is _SYN_RECEIVED:
+            # utcp hands only ESTABLISHED connections to users; an unaccepted
+            # half-open connection being closed is simply reset.
+            self.abort(now)
+            return
+        if st in (_ESTABLISHED, _CLOSE_WAIT):
+            self.fin_queued = True
+            self._fin_seq = (self._snd_buf_seq + len(self._sndbuf)) & MASK
+            self._set_state(_FIN_WAIT_1 if st is _ESTABLISHED else _LAST_ACK)
+            self._transmit(now)
+
+    def close(self, now: float) -> None:
+        """Full close: like ``close(2)`` on a socket.
+
+        Unread data (or ``linger=0``) turns it into an abort with RST (RFC 9293
+        3.10.4 / RFC 2525 2.17, as Linux does); otherwise a FIN is queued and
+        the connection finishes on its own, orphaned.
+        """
+        if self.app_closed:
+            return
+        self.app_closed = True
+        if self.state in (_CLOSED, _TIME_WAIT):
+            return
+        if self.options.linger == 0 or self._rcvq or self._ooo:
+            self.abort(now)
+            return
+        self.shutdown(now)
+        if self.state is _FIN_WAIT_2:
+            self._close_deadline = now + self.options.fin_timeout
+
+    def abort(self, now: float) -> None:
+        """ABORT (RFC 9293 3.10.5): send RST if synchronized, drop everything."""
+        if self.state in (
+            _SYN_RECEIVED,
+            _ESTABLISHED,
+            _FIN_WAIT_1,
+            _FIN_WAIT_2,
+            _CLOSE_WAIT,
+        ):
+            self._emit(
+                Segment(self.local_port, self.remote_port, self.snd_nxt, 0, RST, 0)
+            )
+        self._sndbuf.clear()
+        self._rcvq.clear()
+        self._ooo.clear()
+        self._set_state(_CLOSED)
+
+    # ------------------------------------------------------------------
+    # Arriving segments (RFC 9293 3.10.7)
+
+    def handle_segment(self, seg: Segment, now: float) -> None:
+        """Process one arriving segment addressed to this connection."""
+        st = self.state
+        if st is _CLOSED or st is _LISTEN:
+            return
+        self.segments_in += 1
+        if st is _SYN_SENT:
+            self._rx_syn_sent(seg, now)
+        else:
+            self._rx_other(seg, now)
+        if self.state is not _CLOSED:
+            if self.options.keepalive and self.state in _KEEPALIVE:
+                self._ka_probes = 0
+                self._ka_deadline = now + self.options.keepalive_time
+            self._transmit(now)
+
+    def _rx_syn_sent(self, seg: Segment, now: float) -> None:
+        """RFC 9293 3.10.7.3: SYN-SENT."""
+        f = seg.flags
+        ack_ok = False
+        if f & ACK:
+            # first: an ACK outside (ISS, SND.NXT] gets a RST unless it is one
+            if seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max):
+                if not f & RST:
+                    self._send_rst(seg.ack)
+                return
+            ack_ok = True
+        if f & RST:
+            # second: RFC 5961 3.2: only a RST acknowledging our SYN is believed
+            if ack_ok:
+                self._fail(ConnectionRefusedError("connection refused by peer (RST)"))
+            return
+        if not f & SYN:
+            return  # fifth: neither SYN nor RST
+        # fourth: SYN
+        self._take_peer_syn(seg)
+        if ack_ok:
+            self._ack_advances(seg.ack, now)
+            self.snd_wnd = seg.window  # RFC 7323 2.2: never scaled on a SYN
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+            self._set_state(_ESTABLISHED)
+            if self._syn_retransmitted and self.rtt.rto < _RTO_AFTER_SYN_TIMEOUT:
+                self.rtt.rto = _RTO_AFTER_SYN_TIMEOUT  # RFC 6298 5.7
+            self._ack_now = True
+            if seg.payload or f & FIN:
+                self._rx_data(self.rcv_nxt, seg.payload, bool(f & FIN), now)
+        else:
+            # Simultaneous open (RFC 9293 3.5 figure 7): answer SYN-ACK.
+            self.snd_wnd = seg.window
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+            self._set_state(_SYN_RECEIVED)
+            self._send_syn(now)
+
+    def _rx_other(self, seg: Segment, now: float) -> None:
+        """RFC 9293 3.10.7.4: SYN-RECEIVED and the synchronized states."""
+        f = seg.flags
+        st = self.state
+        seq = seg.seq
+        payload = seg.payload
+        fin = bool(f & FIN)
+        syn = bool(f & SYN)
+
+        if st is _SYN_RECEIVED and syn and seq == self.irs and not f & RST:
+            if not f & ACK:
+                # A retransmitted SYN: our SYN-ACK was lost; answer it again (as Linux).
+                self._send_syn(now)
+                return
+            if not self.passive and seg.ack == ((self.iss + 1) & MASK):
+                # Simultaneous open: the peer's SYN-ACK acknowledges our SYN.
+                # Its SYN was already counted; treat the rest as a plain ACK.
+                syn = False
+                seq = (seq + 1) & MASK
+
+        if st is _TIME_WAIT and fin and not f & RST and not syn:
+            if ((seq + seg.seg_len) & MASK) == self.rcv_nxt:
+                # RFC 9293 3.10.7.4 eighth: a retransmitted FIN in TIME-WAIT is
+                # acknowledged again and the 2 MSL timeout restarts.
+                self._ack_now = True
+                self._close_deadline = now + 2 * self.options.msl
+                return
+
+        # first: sequence number check
+        seg_len = len(payload) + syn + fin
+        wnd = self._window_now()
+        rcv_nxt = self.rcv_nxt
+        if seg_len == 0:
+            ok = seq == rcv_nxt if wnd == 0 else seq_in(seq, rcv_nxt, wnd)
+        elif wnd == 0:
+            ok = False
+        else:
+            ok = seq_in(seq, rcv_nxt, wnd) or seq_in((seq + seg_len - 1) & MASK, rcv_nxt, wnd)
+        if not ok:
+            if wnd == 0 and seq == rcv_nxt and not f & RST:
+                # Zero window: still take the ACK, drop the data (RFC 9293 3.10.7.4).
+                payload = b""
+                fin = False
+                syn = False
+                self._ack_now = True
+            else:
+                if not f & RST:
+                    self._ack_now = True  # send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
+                return
+
+        # second: RST (RFC 5961 3.2: exact match resets, in-window gets a challenge ACK)
+        if f & RST:
+            if seg.seq != rcv_nxt:
+                self._ack_now = True
+                return
+            if st is _TIME_WAIT and self.options.rfc1337:
+                return  # RFC 1337: ignore RST in TIME-WAIT
+            if st is _SYN_RECEIVED:
+                if self.passive:
+                    self._set_state(_CLOSED)  # "return to LISTEN": the listener stays
+                else:
+                    self._fail(ConnectionRefusedError("connection refused by peer (RST)"))
+            elif st in (_ESTABLISHED, _FIN_WAIT_1, _FIN_WAIT_2, _CLOSE_WAIT):
+                self._fail(ConnectionResetError("connection reset by peer"))
+            else:  # CLOSING, LAST-ACK, TIME-WAIT
+                self._set_state(_CLOSED)
+            return
+
+        # trim to the window (RFC 9293 3.10.7.4 first, "trimmed to only the portion within")
+        if seq_lt(seq, rcv_nxt):
+            cut = seq_sub(rcv_nxt, seq)
+            if syn:
+                syn = False
+                cut -= 1
+            payload = payload[cut:]
+            seq = rcv_nxt
+        room = wnd - seq_sub(seq, rcv_nxt)
+        if len(payload) > room:
+            payload = payload[: max(room, 0)]
+            fin = False
+
+        # fourth: SYN in a synchronized state
+        if syn:
+            if st is _SYN_RECEIVED and self.passive:
+                self._set_state(_CLOSED)  # RFC 9293: return to LISTEN
+                return
+            self._ack_now = True  # RFC 5961 4.2: challenge ACK
+            return
+
+        # fifth: ACK
+        if not f & ACK:
+            return
+        ack = seg.ack
+        if st is _SYN_RECEIVED:
+            if seq_lt(self.snd_una, ack) and seq_le(ack, self.snd_max):
+                self._set_state(_ESTABLISHED)
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                st = _ESTABLISHED
+            else:
+                self._send_rst(ack)
+                return
+        if seq_gt(ack, self.snd_max):
+            self._ack_now = True  # acks something not yet sent: ACK and drop
+            return
+        if seq_lt(ack, (self.snd_una - max(self.max_snd_wnd, 1)) & MASK):
+            self._ack_now = True  # RFC 5961 5.2: too old
+            return
+        wnd_field = seg.window << self.snd_wscale
+        if seq_gt(ack, self.snd_una):
+            self._ack_advances(ack, now)
+        elif (
+            ack == self.snd_una
+            and not payload
+            and not fin
+            and wnd_field == self.snd_wnd
+            and self.snd_una != self.snd_max
+        ):
+            self._on_dupack(now)
+        # window update (RFC 9293 3.10.7.4 fifth, ESTABLISHED)
+        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
+            self.snd_wnd = wnd_field
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if wnd_field > self.max_snd_wnd:
+                self.max_snd_wnd = wnd_field
+            if wnd_field:
+                self._persist_deadline = None
+                self._persist_backoff = 0
+        fin_acked = self.fin_queued and seq_gt(self.snd_una, self._fin_seq)
+        if st is _FIN_WAIT_1 and fin_acked:
+            self._set_state(_FIN_WAIT_2)
+            st = _FIN_WAIT_2
+            if self.app_closed:
+                self._close_deadline = now + self.options.fin_timeout
+        elif st is _CLOSING and fin_acked:
+            self._enter_time_wait(now)
+            return
+        elif st is _LAST_ACK and fin_acked:
+            self._set_state(_CLOSED)
+            return
+
+        # sixth: URG is ignored (RFC 9293 3.8.5 leaves it to applications; utcp has none)
+        # seventh and eighth: data and FIN
+        if payload or fin:
+            if st in CAN_RECEIVE:
+                if self.app_closed and payload:
+                    # Data for an application that closed: RST (RFC 9293 3.10.7.4 / Linux)
+                    self.abort(now)
+                    return
+                self._rx_data(seq, payload, fin, now)
+            # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer already sent FIN; ignore
+
+    def _rx_data(self, seq: int, payload: bytes, fin: bool, now: float) -> None:
+        """Queue in-window data and FIN, in order, reassembling out-of-order pieces."""
+        if seq != self.rcv_nxt:
+            # Out of order (RFC 9293 3.10.7.4 seventh): keep it, ACK at once (RFC 5681 4.2).
+            old = self._ooo.get(seq)
+            if (old is None and len(self._ooo) < self._ooo_limit) or (
+                old is not None and len(payload) > len(old[0])
+            ):
+                self._ooo[seq] = (payload, fin)
+            self._ack_now = True
+            return
+        if payload:
+            self._rcvq += payload
+            self.rcv_nxt = (self.rcv_nxt + len(payload)) & MASK
+            self.bytes_received += len(payload)
+            self._rcv_unacked += len(payload)
+        if self._ooo:
+            fin = self._drain_ooo() or fin
+            self._ack_now = True  # filled (part of) a hole: ACK at once
+        if fin:
+            self._rx_fin(now)
+        elif payload and not self._ack_now:
+            # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): every second full segment,
+            # else within the delay.
+            if self._rcv_unacked >= 2 * self.local_mss or self.options.delack <= 0:
+                self._ack_now = True
+            elif self._delack_deadline is None:
+                self._delack_deadline = now + self.options.delack
+
+    def _drain_ooo(self) -> bool:
+        """Move out-of-order pieces that now continue the stream; True if a FIN was reached."""
+        ooo = self._ooo
+        rcv_nxt = self.rcv_nxt
+        for s in sorted(ooo, key=lambda k: (k - rcv_nxt) & MASK):
+            rel = seq_sub(s, self.rcv_nxt)
+            if rel > 0:
+                break
+            data, fin = ooo.pop(s)
+            skip = -rel
+            if skip < len(data):
+                tail = data[skip:]
+                self._rcvq += tail
+                self.rcv_nxt = (self.rcv_nxt + len(tail)) & MASK
+                self.bytes_received += len(tail)
+            if fin and skip <= len(data):
+                ooo.clear()
+                return True
+        # Discard pieces now entirely below rcv_nxt.
+        for s in [s for s, (d, _f) in ooo.items() if seq_le((s + len(d)) & MASK, self.rcv_nxt)]:
+            del ooo[s]
+        return False
+
+    def _rx_fin(self, now: float) -> None:
+        """RFC 9293 3.10.7.4 eighth: the FIN, once everything before it has arrived."""
+        self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+        self.fin_received = True
+        self._ack_now = True
+        st = self.state
+        if st in (_SYN_RECEIVED, _ESTABLISHED):
+            self._set_state(_CLOSE_WAIT)
+        elif st is _FIN_WAIT_1:
+            self._set_state(_CLOSING)
+        elif st is _FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._set_state(_TIME_WAIT)
+        self._sndbuf.clear()
+        self._rtx_deadline = None
+        self._persist_deadline = None
+        self._ka_deadline = None
+        self._close_deadline = now + 2 * self.options.msl
+
+    # ------------------------------------------------------------------
+    # ACK processing
+
+    def _ack_advances(self, ack: int, now: float) -> None:
+        """SND.UNA < SEG.ACK =< SND.MAX: new data (or our SYN / FIN) acknowledged."""
+        acked = seq_sub(ack, self.snd_una)
+        data_acked = min(max(seq_sub(ack, self._snd_buf_seq), 0), len(self._sndbuf))
+        if data_acked:
+            del self._sndbuf[:data_acked]
+            self._snd_buf_seq = (self._snd_buf_seq + data_acked) & MASK
+            self.bytes_acked += data_acked
+        self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack
+        # RTT sample (RFC 6298 3, Karn: never from a retransmitted segment)
+        if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+            self.rtt.on_sample(now - self._rtt_time)
+            self._rtt_seq = None
+        self._backoff = 0
+        self._ka_probes = 0
+        flight = seq_sub(self.snd_max, self.snd_una)
+        if self._in_recovery:
+            if seq_ge(ack, self._recover):
+                # RFC 6582 3.2 step 3: full acknowledgment ends recovery
+                self._in_recovery = False
+                self.cc.on_exit_recovery(flight, now)
+            else:
+                # RFC 6582 3.2 step 3: partial acknowledgment: retransmit the next
+                # hole, deflate by the amount acknowledged, add back one MSS.
+                self._retransmit_head(now)
+                self.cc.cwnd = max(self.cc.cwnd - acked + self.snd_mss, self.snd_mss)
+        elif self.state not in (_SYN_SENT, _SYN_RECEIVED):
+            self.cc.on_ack(acked, flight, now)
+        self._dupacks = 0
+        # RFC 6298 5.2 / 5.3
+        if self.snd_una == self.snd_max:
+            self._rtx_deadline = None
+            self._unacked_since = None
+        else:
+            self._rtx_deadline = now + self.rtt.rto
+            self._unacked_since = now
+
+    def _on_dupack(self, now: float) -> None:
+        """RFC 5681 3.2 / RFC 6582: count duplicate ACKs, fast retransmit on the third."""
+        self._dupacks += 1
+        if self._in_recovery:
+            self.cc.cwnd += self.snd_mss  # RFC 5681 3.2 step 4: inflate
+        elif self._dupacks == 3:
+            # RFC 6582 3.2 step 2: only if the ACK covers more than the last recovery point
+            if seq_gt(self.snd_una, self._recover) or self._recover == 0:
+                flight = seq_sub(self.snd_max, self.snd_una)
+                self._in_recovery = True
+                self._recover = self.snd_max
+                self.cc.on_enter_recovery(flight, now)
+                self._retransmit_head(now)
+
+    def _retransmit_head(self, now: float) -> None:
+        """Re-send the first unacknowledged segment (fast retransmit)."""
+        n = min(self.snd_mss, len(self._sndbuf))
+        seq = self.snd_una
+        off = seq_sub(seq, self._snd_buf_seq)
+        if off < 0:
+            return
+        n = min(self.snd_mss, len(self._sndbuf) - off)
+        fin = (
+            self.fin_queued
+            and ((seq + max(n, 0)) & MASK) == self._fin_seq
+            and seq_gt(self.snd_max, self._fin_seq)
+        )
+        if n <= 0 and not fin:
+            return
+        self._send_data(seq, off, max(n, 0), fin, now)
+        self.retransmits += 1
+        self.total_retransmits += 1
+        self._rtt_seq = None  # Karn
+
+    # ------------------------------------------------------------------
+    # Timers
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every deadline that is due at ``now``."""
+        if self._close_deadline is not None and now >= self._close_deadline:
+            self._close_deadline = None
+            if self.state in (_TIME_WAIT, _FIN_WAIT_2):
+                self._set_state(_CLOSED)
+                return
+        if self._rtx_deadline is not None and now >= self._rtx_deadline:
+            self._rtx_deadline = None
+            self._on_rto(now)
+            if self.state is _CLOSED:
+                return
+        if self._persist_deadline is not None and now >= self._persist_deadline:
+            self._persist_deadline = None
+            self._on_persist(now)
+            if self.state is _CLOSED:
+                return
+        if self._ka_deadline is not None and now >= self._ka_deadline:
+            self._ka_deadline = None
+            self._on_keepalive(now)
+            if self.state is _CLOSED:
+                return
+        if self._delack_deadline is not None and now >= self._delack_deadline:
+            self._delack_deadline = None
+            self._ack_now = True
+        self._transmit(now)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 5.4-5.6: retransmit the earliest segment, back off, restart."""
+        st = self.state
+        if st is _SYN_SENT:
+            limit = self.options.syn_retries
+        elif st is _SYN_RECEIVED:
+            limit = self.options.synack_retries
+        else:
+            limit = self.options.retries2
+        ut = self.options.user_timeout
+        timed_out = ut > 0 and self._unacked_since is not None and now - self._unacked_since >= ut
+        if self._backoff >= limit or timed_out:
+            if st is _SYN_RECEIVED and self.passive:
+                self._set_state(_CLOSED)  # the listener forgets the half-open connection
+            else:
+                what = "connection attempt" if st is _SYN_SENT else "connection"
+                self._fail(TimeoutError(f"{what} timed out after {self._backoff} retransmissions"))
+            return
+        self._backoff += 1
+        self.retransmits += 1
+        self.total_retransmits += 1
+        self._rtt_seq = None  # Karn's rule
+        if st in (_SYN_SENT, _SYN_RECEIVED):
+            self._syn_retransmitted = True
+            self._send_syn(now)
+        else:
+            flight = seq_sub(self.snd_max, self.snd_una)
+            self.cc.on_rto(flight, now)
+            self._in_recovery = False
+            self._dupacks = 0
+            self._recover = self.snd_max
+            # Go back N: everything in flight is presumed lost (RFC 5681 3.1 / RFC 6298 5.4)
+            self.snd_nxt = self.snd_una
+        self._rtx_deadline = now + self.rtt.backed_off(self._backoff)
+        if ut > 0 and self._unacked_since is not None:
+            self._rtx_deadline = min(self._rtx_deadline, self._unacked_since + ut)
+
+    def _on_persist(self, now: float) -> None:
+        """RFC 9293 3.8.6.1: probe a zero window; backoff, never give up while answered."""
+        if self.state not in _SENDING or not self._unsent():
+            return
+        self._persist_backoff += 1
+        if self._persist_backoff > self.options.retries2:
+            self._fail(TimeoutError("peer's zero window never reopened (persist timeout)"))
+            return
+        if self.snd_wnd > 0:
+            self._transmit(now, force=True)
+        else:
+            self._send_probe()
+        self._persist_deadline = now + self.rtt.backed_off(self._persist_backoff)
+
+    def _on_keepalive(self, now: float) -> None:
+        if not self.options.keepalive or self.state not in _KEEPALIVE:
+            return
+        if self.snd_una != self.snd_max:
+            # Data in flight: the retransmission timer watches the peer instead.
+            self._ka_deadline = now + self.options.keepalive_intvl
+            return
+        if self._ka_probes >= self.options.keepalive_probes:
+            self._fail(TimeoutError(f"peer did not answer {self._ka_probes} keepalive probes"))
+            return
+        self._ka_probes += 1
+        self._send_probe()
+        self._ka_deadline = now + self.options.keepalive_intvl
+
+    def _send_probe(self) -> None:
+        """A segment the peer must answer: ``<SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>``."""
+        self._emit(
+            Segment(
+                self.local_port,
+                self.remote_port,
+                (self.snd_una - 1) & MASK,
+                self.rcv_nxt,
+                ACK,
+                self._window_field(),
+            )
+        )
+
+    # ------------------------------------------------------------------
+    # Output
+
+    def _unsent(self) -> int:
+        """Data bytes queued but not yet sent (from SND.NXT)."""
+        return len(self._sndbuf) - max(seq_sub(self.snd_nxt, self._snd_buf_seq), 0)
+
+    def _transmit(self, now: float, *, force: bool = False) -> None:
+        """Send what the windows allow (RFC 9293 3.8.6.2.1, RFC 896, RFC 5681), then a due ACK."""
+        if self.state in _SENDING:
+            sndbuf_len = len(self._sndbuf)
+            mss = self.snd_mss
+            nodelay = self.options.nodelay
+            while True:
+                off = seq_sub(self.snd_nxt, self._snd_buf_seq)
+                avail = sndbuf_len - off
+                fin_pending = self.fin_queued and seq_le(self.snd_nxt, self._fin_seq)
+                if avail <= 0 and not fin_pending:
+                    break
+                window = min(self.snd_wnd, self.cc.cwnd)
+                in_flight = seq_sub(self.snd_nxt, self.snd_una)
+                usable = window - in_flight
+                n = min(avail, mss, usable)
+                if n < 0:
+                    n = 0
+                fin = fin_pending and n == avail
+                if n == 0 and not fin:
+                    break
+                if n == 0 and fin and usable <= 0 and avail > 0:
+                    break
+                if n < mss and n < avail and not force:
+                    # Window-limited partial segment: sender SWS avoidance
+                    # (RFC 9293 3.8.6.2.1) waits for half the peer's max window.
+                    if n < self.max_snd_wnd // 2 or in_flight:
+                        break
+                elif n < mss and not nodelay and in_flight and not fin and not force:
+                    break  # Nagle (RFC 896): one small segment in flight at a time
+                self._send_data(self.snd_nxt, off, n, fin, now)
+                force = False
+            if (
+                self._unsent() > 0
+                and self.snd_una == self.snd_nxt
+                and self._rtx_deadline is None
+                and self._persist_deadline is None
+            ):
+                # Nothing in flight and the window blocks us: arm the persist timer.
+                self._persist_deadline = now + self.rtt.backed_off(self._persist_backoff)
+        if self._ack_now and self.state is not _CLOSED and self.state is not _SYN_SENT:
+            self._emit(
+                Segment(
+                    self.local_port,
+                    self.remote_port,
+                    self.snd_nxt,
+                    self.rcv_nxt,
+                    ACK,
+                    self._window_field(),
+                )
+            )
+
+    def _send_data(self, seq: int, off: int, n: int, fin: bool, now: float) -> None:
+        """Emit one data (and/or FIN) segment starting at ``seq`` (buffer offset ``off``)."""
+        payload = bytes(self._sndbuf[off : off + n]) if n else b""
+        flags = ACK
+        if fin:
+            flags |= FIN
+        if n and off + n == len(self._sndbuf):
+            flags |= PSH
+        self._emit(
+            Segment(
+                self.local_port,
+                self.remote_port,
+                seq,
+                self.rcv_nxt,
+                flags,
+                self._window_field(),
+                payload,
+            )
+        )
+        end = (seq + n + fin) & MASK
+        if seq == self.snd_nxt:
+            self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            if self._rtt_seq is None:
+                self._rtt_seq = end
+                self._rtt_time = now
+            self.bytes_sent += seq_sub(end, self.snd_max) - (fin and 1)
+            self.snd_max = end
+        elif self._rtt_seq is not None and seq_lt(seq, self._rtt_seq):
+            self._rtt_seq = None  # a retransmission covers the timed segment: Karn
+        if seq_lt(seq, self.snd_max) and not seq_gt(end, self.snd_max) and seq != self.snd_una:
+            self.retransmits += 1
+            self.total_retransmits += 1
+        if self._rtx_deadline is None:
+            self._rtx_deadline = now + self.rtt.backed_off(self._backoff)
+        if self._unacked_since is None:
+            self._unacked_since = now
+        self._persist_deadline = None
+
+    def _send_rst(self, seq: int) -> None:
+        """``<SEQ=seq><CTL=RST>``, as RFC 9293 3.10.7 prescribes for a bad ACK."""
+        self._emit(Segment(self.local_port, self.remote_port, seq, 0, RST, 0))
+
+    def _emit(self, seg: Segment) -> None:
+        if seg.flags & ACK:
+            self._ack_now = False
+            self._rcv_unacked = 0
+            self._delack_deadline = None
+            if not seg.flags & SYN:
+                self._advance_adv()
+        self.segments_out += 1
+        self._out.append(encode(seg))
+
+    # ------------------------------------------------------------------
+    # Receive window
+
+    def _rcv_space(self) -> int:
+        """Free receive buffer, bounded by what the window field can express."""
+        return max(0, min(self.options.rcvbuf - len(self._rcvq), self._rcv_space_max()))
+
+    def _window_now(self) -> int:
+        """The window currently offered: from RCV.NXT to the advertised right edge."""
+        return max(0, seq_sub(self.rcv_adv, self.rcv_nxt))
+
+    def _advance_adv(self) -> None:
+        """Move the advertised right edge, never backwards, avoiding silly windows.
+
+        RFC 9293 3.8.6.2.2: the edge moves only when it can move by at least
+        min(RCV.BUFF/2, MSS); RFC 7323 2.3 rounding keeps it from shrinking.
+        """
+        edge = (self.rcv_nxt + self._rcv_space()) & MASK
+        grow = seq_sub(edge, self.rcv_adv)
+        if grow > 0 and (
+            grow >= min(self.options.rcvbuf // 2, self.local_mss)
+            or self._rcv_space() >= self._rcv_space_max()
+        ):
+            self.rcv_adv = edge
+
+    def _window_field(self) -> int:
+        """The 16-bit window field for the current advertisement."""
+        self._advance_adv()
+        wnd = self._window_now()
+        shift = self.rcv_wscale
+        field = (wnd + (1 << shift) - 1) >> shift if shift else wnd
+        return min(field, 0xFFFF)
+
+    # ------------------------------------------------------------------
+    # State changes and failure
+
+    def _set_state(self, new: State) -> None:
+        self.state = new
+        if new is _CLOSED:
+            self._rtx_deadline = None
+            self._persist_deadline = None
+            self._delack_deadline = None
+            self._close_deadline = None
+            self._ka_deadline = None
+            self._ack_now = False
+        elif new is _ESTABLISHED and self.options.keepalive:
+            self._ka_deadline = None  # armed on the next segment or timer pass
+
+    def _fail(self, exc: OSError) -> None:
+        """Enter CLOSED with ``exc`` as the error the user will see."""
+        self.error = exc
+        self._sndbuf.clear()
+        self._ooo.clear()
+        self._set_state(_CLOSED)
+
+    def start_keepalive(self, now: float) -> None:
+        """Arm the keepalive timer (the driver calls it once the connection is established)."""
+        if self.options.keepalive and self.state in _KEEPALIVE and self._ka_deadline is None:
+            self._ka_deadline = now + self.options.keepalive_time
+
+    # ------------------------------------------------------------------
+    # Introspection
+
+    def info(self) -> dict[str, Any]:
+        """A TCP_INFO-like snapshot of the connection."""
+        return {
+            "state": self.state,
+            "srtt": self.rtt.srtt,
+            "rttvar": self.rtt.rttvar,
+            "rto": self.rtt.backed_off(self._backoff),
+            "cwnd": self.cc.cwnd,
+            "ssthresh": self.cc.ssthresh,
+            "snd_mss": self.snd_mss,
+            "rcv_mss": self.local_mss,
+            "snd_wnd": self.snd_wnd,
+            "rcv_wnd": self._window_now(),
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale,
+            "unacked": seq_sub(self.snd_max, self.snd_una),
+            "send_queue": len(self._sndbuf),
+            "recv_queue": len(self._rcvq),
+            "bytes_sent": self.bytes_sent,
+            "bytes_acked": self.bytes_acked,
+            "bytes_received": self.bytes_received,
+            "retransmits": self.retransmits,
+            "total_retransmits": self.total_retransmits,
+            "backoff": self._backoff,
+            "probes": self._ka_probes + self._persist_backoff,
+            "segments_in": self.segments_in,
+            "segments_out": self.segments_out,
+        }

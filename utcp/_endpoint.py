@@ -1,0 +1,440 @@
+"""The Trio driver: one UDP socket, one receive loop, listeners and connections.
+
+The receive loop reads the non-blocking socket until it is empty, feeds each
+datagram to the sans-IO :class:`EndpointCore`, and only then flushes and
+wakes the connections it touched, so a burst of segments costs one pass per
+connection rather than one task switch per segment.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+import secrets
+import socket as _stdsocket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ._connection import Connection
+from ._core.config import Options
+from ._core.connection import TcpConnection
+from ._core.endpoint import Address, EndpointCore, ListenerCore
+from ._core.state import State
+
+__all__ = ["ConnectionInfo", "Endpoint", "Listener", "open_endpoint"]
+
+_RECV_SIZE = 65536
+_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One row of :meth:`Endpoint.connections`, like a line of ``ss -tan -o``.
+
+    ``timer`` is the absolute Trio-clock deadline of the next timer, if any.
+    """
+
+    state: State
+    local_address: tuple[str, int]
+    local_port: int
+    remote_address: tuple[str, int] | None
+    remote_port: int | None
+    recv_q: int
+    send_q: int
+    timer: float | None
+
+
+def _parse_host(host: object) -> str:
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, not {type(host).__name__}")
+    return host
+
+
+def _check_port(port: object, what: str = "port") -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what} must be an int, not {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what} must be in 0..65535, got {port}")
+    return port
+
+
+def _split_address(address: object) -> tuple[str, int]:
+    if not isinstance(address, tuple) or len(address) < 2:
+        raise TypeError(f"address must be a (host, port) tuple, not {address!r}")
+    return _parse_host(address[0]), _check_port(address[1])
+
+
+class Listener(trio.abc.Listener[Connection]):
+    """A passive-open virtual port: a :class:`trio.abc.Listener` of :class:`Connection`."""
+
+    def __init__(self, endpoint: Endpoint, core: ListenerCore) -> None:
+        self._endpoint = endpoint
+        self._core = core
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        """The virtual port listened on."""
+        return self._core.port
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The endpoint's bound UDP address."""
+        return self._endpoint.local_address
+
+    @property
+    def backlog(self) -> int:
+        """The accept-queue limit in force (``backlog`` capped by ``somaxconn``)."""
+        return self._core.backlog
+
+    def __repr__(self) -> str:
+        host, port = self.local_address
+        return f"<utcp.Listener {host}:{port}/{self.port}>"
+
+    async def accept(self) -> Connection:
+        """Wait for and return the next established connection."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("listener was closed")
+            queue = self._core.accept_queue
+            while queue:
+                core = queue.popleft()
+                conn = self._endpoint._conns.get(core)
+                if conn is not None and core.state is not State.CLOSED:
+                    self._endpoint._core.owner.pop(core, None)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return conn
+            await self._lot.park()
+
+    async def aclose(self) -> None:
+        """Stop listening; connections not yet accepted are reset."""
+        if not self._closed:
+            self._closed = True
+            self._endpoint._close_listener(self)
+            self._lot.unpark_all()
+        await trio.lowlevel.checkpoint()
+
+
+class Endpoint:
+    """One UDP socket carrying any number of utcp listeners and connections.
+
+    Create it with :func:`open_endpoint`.
+    """
+
+    def __init__(
+        self,
+        sock: _stdsocket.socket,
+        options: Options,
+        nursery: trio.Nursery,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sock = sock
+        self._family = sock.family
+        self.options = options
+        self._nursery = nursery
+        self._core = EndpointCore(
+            options,
+            ipv6=sock.family == _stdsocket.AF_INET6,
+            secret=secrets.token_bytes(32),
+            rng=rng if rng is not None else random.Random(secrets.randbits(64)),
+        )
+        addr = sock.getsockname()
+        self._local: tuple[str, int] = (addr[0], addr[1])
+        self._conns: dict[TcpConnection, Connection] = {}
+        self._listeners: dict[ListenerCore, Listener] = {}
+        self._closing = False
+        self._closed = False
+        self._idle_lot = trio.lowlevel.ParkingLot()
+
+    # ------------------------------------------------------------------
+    # Public API
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound UDP ``(host, port)``."""
+        return self._local
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Linux-style counters: InSegs, InErrs, OutRsts, ListenOverflows, ListenDrops..."""
+        return dict(self._core.counters)
+
+    def state_counts(self) -> dict[str, int]:
+        """Connections per state (the ``netstat | awk`` summary), listeners as LISTEN."""
+        return self._core.state_counts()
+
+    def listen(self, port: int | None = None, *, backlog: int | None = None, **options: Any) -> Listener:
+        """Listen on a virtual ``port`` (default: the UDP port's number).
+
+        ``backlog`` and any per-connection option override the endpoint's.
+        Raises ``OSError(EADDRINUSE)`` if the port is already listened on.
+        """
+        self._check_usable()
+        if port is None:
+            port = self._local[1]
+        _check_port(port)
+        if port == 0:
+            raise ValueError("virtual port 0 is not valid")
+        if backlog is not None:
+            options["backlog"] = backlog
+        opts = self.options.per_connection(**options)
+        core = self._core.listen(port, opts)
+        listener = Listener(self, core)
+        self._listeners[core] = listener
+        return listener
+
+    async def connect(
+        self, remote_address: tuple[str, int], port: int | None = None, **options: Any
+    ) -> Connection:
+        """Open a connection to ``remote_address`` (UDP) and virtual ``port``.
+
+        ``port`` defaults to the remote UDP port's number.  Returns once the
+        handshake completes.  Raises ``ConnectionRefusedError`` when answered
+        by RST, ``TimeoutError`` after ``syn_retries`` retransmissions, and
+        ``OSError(EADDRNOTAVAIL)`` when no ephemeral port is free.
+        """
+        self._check_usable()
+        host, rport = _split_address(remote_address)
+        if port is None:
+            port = rport
+        _check_port(port)
+        if port == 0 or rport == 0:
+            raise ValueError("cannot connect to port 0")
+        remote = await self._resolve(host, rport)
+        opts = self.options.per_connection(**options)
+        core = self._core.connect(remote, port, opts, trio.current_time())
+        conn = self._adopt(core, remote)
+        try:
+            await conn._wait_for(lambda: core.state is not State.SYN_SENT and core.state is not State.SYN_RECEIVED)
+        except BaseException:
+            conn.abort()
+            raise
+        if core.state is State.CLOSED:
+            raise conn._failure()
+        core.start_keepalive(trio.current_time())
+        return conn
+
+    def connections(self) -> list[ConnectionInfo]:
+        """A snapshot of every listener (as LISTEN) and connection, TIME_WAIT included."""
+        return [
+            ConnectionInfo(
+                state=row["state"],
+                local_address=self._local,
+                local_port=row["local_port"],
+                remote_address=row["remote_address"],
+                remote_port=row["remote_port"],
+                recv_q=row["recv_q"],
+                send_q=row["send_q"],
+                timer=row["timer"],
+            )
+            for row in self._core.snapshot()
+        ]
+
+    # ------------------------------------------------------------------
+    # Internals
+
+    def _check_usable(self) -> None:
+        if self._closing or self._closed:
+            raise trio.ClosedResourceError("endpoint is closed")
+
+    async def _resolve(self, host: str, port: int) -> Address:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+            literal: str | None = ip.compressed
+        except ValueError:
+            literal = None
+        if literal is None:
+            try:
+                infos = await trio.socket.getaddrinfo(
+                    host, port, self._family, _stdsocket.SOCK_DGRAM
+                )
+            except _stdsocket.gaierror as exc:
+                raise OSError(exc.errno, f"cannot resolve {host!r}: {exc.strerror}") from None
+            if not infos:
+                raise OSError(errno.EADDRNOTAVAIL, f"no {self._family.name} address for {host!r}")
+            literal = str(infos[0][4][0])
+        else:
+            fam = _stdsocket.AF_INET6 if ":" in literal else _stdsocket.AF_INET
+            if fam != self._family:
+                raise ValueError(
+                    f"address {host!r} is {fam.name} but the endpoint is bound to "
+                    f"{self._family.name} {self._local[0]}"
+                )
+        return (literal, port)
+
+    def _adopt(self, core: TcpConnection, remote: Address) -> Connection:
+        conn = Connection(self, core, remote)
+        self._conns[core] = conn
+        self._nursery.start_soon(conn._run, name=f"utcp-conn-{remote[0]}:{remote[1]}/{core.remote_port}")
+        conn._flush()
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        self._conns.pop(conn._core, None)
+        self._core.remove(conn._core)
+        if self._idle_lot:
+            self._idle_lot.unpark_all()
+
+    def _close_listener(self, listener: Listener) -> None:
+        dropped = self._core.close_listener(listener._core, trio.current_time())
+        self._listeners.pop(listener._core, None)
+        for core in dropped:
+            conn = self._conns.get(core)
+            if conn is not None:
+                conn._notify()
+
+    def _send_many(self, datagrams: list[bytes], remote: Address) -> list[bytes]:
+        """Send without blocking; return what the socket could not take."""
+        sendto = self._sock.sendto
+        for i, d in enumerate(datagrams):
+            try:
+                sendto(d, remote)
+            except BlockingIOError:
+                return datagrams[i:]
+            except OSError:
+                self._core.counters["OutErrs"] += 1
+        self._core.counters["OutSegs"] += len(datagrams)
+        return []
+
+    async def _wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self._sock)
+
+    async def _receive_loop(self) -> None:
+        sock = self._sock
+        core = self._core
+        conns = self._conns
+        recvfrom = sock.recvfrom
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            touched: set[TcpConnection] = set()
+            for _ in range(1024):
+                try:
+                    data, addr = recvfrom(_RECV_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    # e.g. ICMP port unreachable reported on a UDP socket: TCP's own
+                    # timers deal with the silence.
+                    core.counters["InIcmpErrs"] += 1
+                    continue
+                hit = core.receive(data, (addr[0], addr[1]), now)
+                if hit is not None:
+                    touched.add(hit)
+            if core.outbox:
+                for d, remote in core.outbox:
+                    self._send_many([d], remote)
+                core.outbox.clear()
+            if core.new_connections:
+                for c in core.new_connections:
+                    if c.state is not State.CLOSED:
+                        self._adopt(c, core.addresses[c])
+                core.new_connections.clear()
+            for c in touched:
+                conn = conns.get(c)
+                if conn is not None:
+                    if c.state is State.ESTABLISHED:
+                        c.start_keepalive(now)
+                    conn._notify()
+            if core.accept_ready:
+                for lc in core.accept_ready:
+                    listener = self._listeners.get(lc)
+                    if listener is not None:
+                        listener._lot.unpark_all()
+                core.accept_ready.clear()
+
+    async def _shutdown(self, graceful: bool) -> None:
+        """Close listeners, finish or reset connections, in bounded time."""
+        self._closing = True
+        for listener in list(self._listeners.values()):
+            await listener.aclose()
+        now = trio.current_time()
+        for conn in list(self._conns.values()):
+            if graceful and conn._core.state is not State.SYN_SENT:
+                if not conn._closed:
+                    conn._closed = True
+                    conn._core.close(now)
+            else:
+                conn._closed = True
+                conn._core.abort(now)
+            conn._notify()
+        if graceful:
+            # Give FINs and queued data close_timeout to be acknowledged.
+            with trio.move_on_after(self.options.close_timeout):
+                while any(
+                    c._core.state not in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT_2)
+                    for c in self._conns.values()
+                ):
+                    await self._idle_lot.park()
+        for conn in list(self._conns.values()):
+            if conn._core.state not in (State.CLOSED, State.TIME_WAIT):
+                conn._core.abort(trio.current_time())
+            conn._flush()
+        self._closed = True
+
+
+@asynccontextmanager
+async def open_endpoint(
+    local_address: tuple[str, int] = ("127.0.0.1", 0),
+    *,
+    rng: random.Random | None = None,
+    **options: Any,
+) -> AsyncIterator[Endpoint]:
+    """Bind a UDP socket at ``local_address`` and run a utcp endpoint on it.
+
+    Keyword options become the endpoint-wide defaults (see ``docs/options.md``).
+    The endpoint's receive loop and one task per connection live in the
+    context's own nursery.  Leaving the block closes listeners, lets
+    connections the application did not close finish gracefully for up to
+    ``close_timeout`` seconds, then resets what is left and drops TIME_WAIT
+    entries.  ``rng`` seeds ephemeral port choice (for reproducible tests).
+    """
+    host, port = _split_address(local_address)
+    opts = Options().replace(**options)
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        infos = await trio.socket.getaddrinfo(host, port, 0, _stdsocket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(errno.EADDRNOTAVAIL, f"cannot resolve {host!r}") from None
+        ip = ipaddress.ip_address(str(infos[0][4][0]))
+        host = str(infos[0][4][0])
+    family = _stdsocket.AF_INET6 if ip.version == 6 else _stdsocket.AF_INET
+    sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for opt in (_stdsocket.SO_RCVBUF, _stdsocket.SO_SNDBUF):
+            try:
+                sock.setsockopt(_stdsocket.SOL_SOCKET, opt, _SOCKET_BUFFER)
+            except OSError:  # pragma: no cover - platform limits
+                pass
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot bind UDP {host}:{port}: {exc.strerror}"
+            ) from None
+        async with trio.open_nursery() as nursery:
+            endpoint = Endpoint(sock, opts, nursery, rng=rng)
+            nursery.start_soon(endpoint._receive_loop, name="utcp-receive-loop")
+            try:
+                yield endpoint
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await endpoint._shutdown(graceful=False)
+                raise
+            else:
+                await endpoint._shutdown(graceful=True)
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        sock.close()
+
