@@ -244,10 +244,12 @@ class Connection(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint_if_cancelled()
             core = self._core
             await self._wait_for(
-                lambda: self._closed
-                or core.readable > 0
-                or core.fin_received
-                or core.state is State.CLOSED
+                lambda: (
+                    self._closed
+                    or core.readable > 0
+                    or core.fin_received
+                    or core.state is State.CLOSED
+                )
             )
             self._check_open()
             if core.readable:

@@ -171,7 +171,9 @@ class Endpoint:
         """Connections per state (the ``netstat | awk`` summary), listeners as LISTEN."""
         return self._core.state_counts()
 
-    def listen(self, port: int | None = None, *, backlog: int | None = None, **options: Any) -> Listener:
+    def listen(
+        self, port: int | None = None, *, backlog: int | None = None, **options: Any
+    ) -> Listener:
         """Listen on a virtual ``port`` (default: the UDP port's number).
 
         ``backlog`` and any per-connection option override the endpoint's.
@@ -213,7 +215,9 @@ class Endpoint:
         core = self._core.connect(remote, port, opts, trio.current_time())
         conn = self._adopt(core, remote)
         try:
-            await conn._wait_for(lambda: core.state is not State.SYN_SENT and core.state is not State.SYN_RECEIVED)
+            await conn._wait_for(
+                lambda: core.state is not State.SYN_SENT and core.state is not State.SYN_RECEIVED
+            )
         except BaseException:
             conn.abort()
             raise
@@ -273,7 +277,9 @@ class Endpoint:
     def _adopt(self, core: TcpConnection, remote: Address) -> Connection:
         conn = Connection(self, core, remote)
         self._conns[core] = conn
-        self._nursery.start_soon(conn._run, name=f"utcp-conn-{remote[0]}:{remote[1]}/{core.remote_port}")
+        self._nursery.start_soon(
+            conn._run, name=f"utcp-conn-{remote[0]}:{remote[1]}/{core.remote_port}"
+        )
         conn._flush()
         return conn
 
@@ -419,22 +425,27 @@ async def open_endpoint(
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot bind UDP {host}:{port}: {exc.strerror}"
-            ) from None
+            raise OSError(exc.errno, f"cannot bind UDP {host}:{port}: {exc.strerror}") from None
+        # The body's own exception is re-raised outside the nursery, so users
+        # catch ConnectionRefusedError etc. directly, not inside an ExceptionGroup.
+        body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             endpoint = Endpoint(sock, opts, nursery, rng=rng)
             nursery.start_soon(endpoint._receive_loop, name="utcp-receive-loop")
             try:
                 yield endpoint
-            except BaseException:
+            except BaseException as exc:
+                body_error = exc
                 with trio.CancelScope(shield=True):
                     await endpoint._shutdown(graceful=False)
-                raise
             else:
                 await endpoint._shutdown(graceful=True)
             finally:
                 nursery.cancel_scope.cancel()
+        if body_error is not None:
+            try:
+                raise body_error
+            finally:
+                body_error = None
     finally:
         sock.close()
-

@@ -225,8 +225,11 @@ def encode(seg: Segment) -> bytes:
     window scale on SYNs; NOP NOP timestamps and NOP NOP SACK blocks on other
     segments.
     """
-    if seg.timestamps is not None and not seg.sack_permitted and seg.mss is None and not (
-        seg.wscale is not None or seg.sack_blocks
+    if (
+        seg.timestamps is not None
+        and not seg.sack_permitted
+        and seg.mss is None
+        and not (seg.wscale is not None or seg.sack_blocks)
     ):
         opts = _TS_FAST_PREFIX + _U32PAIR.pack(*seg.timestamps)
     elif (

@@ -381,9 +381,7 @@ class TcpConnection:
             _FIN_WAIT_2,
             _CLOSE_WAIT,
         ):
-            self._emit(
-                Segment(self.local_port, self.remote_port, self.snd_nxt, 0, RST, 0)
-            )
+            self._emit(Segment(self.local_port, self.remote_port, self.snd_nxt, 0, RST, 0))
         self._sndbuf.clear()
         self._rcvq.clear()
         self._ooo.clear()
