@@ -78,7 +78,7 @@ class CodecError(Exception):
 
 
 def flags_str(flags: int) -> str:
-    """Short flag names, e.g. ``"SA"`` for SYN+ACK (most significant first)."""
+    """Short flag names, e.g. ``"AS"`` for SYN+ACK (most significant bit first)."""
     return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "."
 
 
