@@ -37,7 +37,15 @@ IRS = (1 << 32) - 2000
 LOCAL_PORT = 40000
 REMOTE_PORT = 80
 #: Small buffers keep window values readable: no window scaling unless asked.
-DEFAULT_OPTIONS = dict(rcvbuf=8192, sndbuf=65536, window_scaling=False, mtu=1500)
+DEFAULT_OPTIONS = dict(
+    rcvbuf=8192,
+    sndbuf=65536,
+    window_scaling=False,
+    timestamps=False,
+    sack=False,
+    congestion="newreno",
+    mtu=1500,
+)
 
 
 def seq(base: int, offset: int) -> int:

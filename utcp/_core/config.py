@@ -43,8 +43,10 @@ class Options:
     mtu: int = 1500
     rcvbuf: int = 262144
     sndbuf: int = 262144
-    congestion: str = "newreno"
+    congestion: str = "cubic"
     window_scaling: bool = True
+    timestamps: bool = True
+    sack: bool = True
     rto_initial: float = 1.0
     rto_min: float = 0.2
     rto_max: float = 120.0
@@ -64,7 +66,15 @@ class Options:
             _check_number(name, getattr(self, name), minimum=0.0, strict=True)
         if self.rto_min > self.rto_max:
             raise ValueError(f"rto_min ({self.rto_min}) must not exceed rto_max ({self.rto_max})")
-        for name in ("tw_reuse", "rfc1337", "keepalive", "nodelay", "window_scaling"):
+        for name in (
+            "tw_reuse",
+            "rfc1337",
+            "keepalive",
+            "nodelay",
+            "window_scaling",
+            "timestamps",
+            "sack",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {type(getattr(self, name)).__name__}")
         if self.accept_overflow not in ("drop", "reset"):

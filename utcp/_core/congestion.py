@@ -1,15 +1,17 @@
-"""Congestion control behind a small pluggable interface (RFC 5681).
+"""Congestion control behind a small pluggable interface.
 
 A controller owns ``cwnd`` and ``ssthresh`` (bytes).  The connection tells it
-about acknowledged bytes, the start of fast recovery, the end of recovery and
-retransmission timeouts; loss detection itself stays in the connection.
+about newly acknowledged bytes outside recovery, the start and end of fast
+recovery, and retransmission timeouts; loss detection (duplicate ACKs, the
+SACK scoreboard) stays in the connection.  Register a new algorithm by adding
+its class to :data:`ALGORITHMS`.
 """
 
 from __future__ import annotations
 
 
 class CongestionControl:
-    """Base class: the interface every algorithm implements."""
+    """Base class: the interface every algorithm implements (RFC 5681 defaults)."""
 
     name = "base"
 
@@ -28,17 +30,21 @@ class CongestionControl:
         self.mss = mss
         self.cwnd = self.initial_window(mss)
 
-    def on_ack(self, acked: int, flight: int, now: float) -> None:
+    def slow_start(self, acked: int) -> None:
+        """RFC 5681 3.1 slow start with appropriate byte counting (RFC 3465, L=2)."""
+        self.cwnd += min(acked, 2 * self.mss)
+
+    def on_ack(self, acked: int, flight: int, now: float, srtt: float) -> None:
         """``acked`` new bytes were cumulatively acknowledged outside recovery."""
         raise NotImplementedError
 
     def on_enter_recovery(self, flight: int, now: float) -> None:
-        """Fast retransmit: the third duplicate ACK arrived (RFC 5681 3.2 step 2)."""
+        """Loss detected by duplicate ACKs or SACK: set ssthresh and cwnd = ssthresh."""
         raise NotImplementedError
 
     def on_exit_recovery(self, flight: int, now: float) -> None:
-        """The recovery point was acknowledged (RFC 6582 3.2 step 3)."""
-        self.cwnd = max(min(self.ssthresh, flight + self.mss), self.mss)
+        """The recovery point was acknowledged (RFC 6582 3.2 step 3, RFC 6675 5)."""
+        self.cwnd = max(self.ssthresh, self.mss)
 
     def on_rto(self, flight: int, now: float) -> None:
         """A retransmission timeout fired (RFC 5681 3.1, equation 4)."""
@@ -47,7 +53,7 @@ class CongestionControl:
 
 
 class NewReno(CongestionControl):
-    """Slow start and congestion avoidance of RFC 5681, NewReno recovery (RFC 6582)."""
+    """Slow start and congestion avoidance of RFC 5681; halving on loss."""
 
     name = "newreno"
 
@@ -55,10 +61,9 @@ class NewReno(CongestionControl):
         super().__init__(mss)
         self._ca_acc = 0
 
-    def on_ack(self, acked: int, flight: int, now: float) -> None:
+    def on_ack(self, acked: int, flight: int, now: float, srtt: float) -> None:
         if self.cwnd < self.ssthresh:
-            # RFC 5681 3.1 slow start, with appropriate byte counting (RFC 3465, L=2)
-            self.cwnd += min(acked, 2 * self.mss)
+            self.slow_start(acked)
         else:
             # RFC 5681 3.1 congestion avoidance: about one MSS per RTT
             self._ca_acc += acked
@@ -68,10 +73,92 @@ class NewReno(CongestionControl):
 
     def on_enter_recovery(self, flight: int, now: float) -> None:
         self.ssthresh = max(flight // 2, 2 * self.mss)  # RFC 5681 equation 4
-        self.cwnd = self.ssthresh + 3 * self.mss  # RFC 5681 3.2 step 3
+        self.cwnd = self.ssthresh
+        self._ca_acc = 0
 
 
-ALGORITHMS: dict[str, type[CongestionControl]] = {"newreno": NewReno, "reno": NewReno}
+class Cubic(CongestionControl):
+    """CUBIC (RFC 9438): a cubic window growth function, TCP-friendly region, fast convergence."""
+
+    name = "cubic"
+    C = 0.4  # RFC 9438 4.1
+    BETA = 0.7  # RFC 9438 4.6
+
+    def __init__(self, mss: int) -> None:
+        super().__init__(mss)
+        self._w_max = 0.0  # segments
+        self._w_last_max = 0.0
+        self._k = 0.0
+        self._epoch: float | None = None
+        self._w_est = 0.0
+        self._acc = 0.0
+
+    def _begin_epoch(self, now: float) -> None:
+        cwnd_seg = self.cwnd / self.mss
+        self._epoch = now
+        if self._w_max <= cwnd_seg:
+            self._k = 0.0
+            self._w_max = cwnd_seg
+        else:
+            # RFC 9438 4.2 equation 2
+            self._k = ((self._w_max - cwnd_seg) / self.C) ** (1 / 3)
+        self._w_est = cwnd_seg
+
+    def on_ack(self, acked: int, flight: int, now: float, srtt: float) -> None:
+        if self.cwnd < self.ssthresh:
+            self.slow_start(acked)
+            return
+        if self._epoch is None:
+            self._begin_epoch(now)
+        assert self._epoch is not None
+        mss = self.mss
+        cwnd_seg = self.cwnd / mss
+        t = now - self._epoch
+        # RFC 9438 4.3: Reno-friendly estimate, alpha = 3(1-beta)/(1+beta)
+        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        self._w_est += alpha * (acked / mss) / cwnd_seg
+        # RFC 9438 4.2: target one RTT ahead, clamped to 1.5 x cwnd
+        target = self.C * (t + srtt - self._k) ** 3 + self._w_max
+        target = min(max(target, cwnd_seg), 1.5 * cwnd_seg)
+        if target < self._w_est:
+            new = self._w_est  # Reno-friendly region
+        else:
+            new = cwnd_seg + (target - cwnd_seg) / cwnd_seg * (acked / mss)  # RFC 9438 4.4/4.5
+        self._acc += (new - cwnd_seg) * mss
+        if self._acc >= 1:
+            grow = int(self._acc)
+            self.cwnd += grow
+            self._acc -= grow
+
+    def _reduce(self, now: float) -> None:
+        cwnd_seg = self.cwnd / self.mss
+        # RFC 9438 4.7 fast convergence
+        if cwnd_seg < self._w_last_max:
+            self._w_last_max = cwnd_seg
+            self._w_max = cwnd_seg * (1 + self.BETA) / 2
+        else:
+            self._w_last_max = cwnd_seg
+            self._w_max = cwnd_seg
+        self._epoch = None
+        self._acc = 0.0
+
+    def on_enter_recovery(self, flight: int, now: float) -> None:
+        self._reduce(now)
+        # RFC 9438 4.6: ssthresh = cwnd * beta_cubic (flight size bounds it from above)
+        self.ssthresh = max(int(min(self.cwnd, max(flight, self.mss)) * self.BETA), 2 * self.mss)
+        self.cwnd = self.ssthresh
+
+    def on_rto(self, flight: int, now: float) -> None:
+        self._reduce(now)
+        self.ssthresh = max(int(min(self.cwnd, max(flight, self.mss)) * self.BETA), 2 * self.mss)
+        self.cwnd = self.mss
+
+
+ALGORITHMS: dict[str, type[CongestionControl]] = {
+    "newreno": NewReno,
+    "reno": NewReno,
+    "cubic": Cubic,
+}
 
 
 def make_congestion_control(name: str, mss: int) -> CongestionControl:

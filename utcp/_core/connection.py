@@ -50,6 +50,9 @@ _KEEPALIVE = frozenset({_ESTABLISHED, _CLOSE_WAIT})
 
 _DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: no MSS option means 536 (IPv4)
 _RTO_AFTER_SYN_TIMEOUT = 3.0  # RFC 6298 5.7
+_PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is valid for 24 days
+_DUPTHRESH = 3  # RFC 5681 / RFC 6675 DupThresh
+_MAX_SACK_BLOCKS = 256  # scoreboard bound against hostile peers
 
 
 class TcpConnection:
@@ -67,6 +70,7 @@ class TcpConnection:
         remote_port: int,
         iss: int,
         ipv6: bool = False,
+        ts_offset: int = 0,
     ) -> None:
         self.options = options
         self.local_port = local_port
@@ -95,6 +99,18 @@ class TcpConnection:
         self.rcv_adv = 0  # right edge of the window last advertised
         self.rcv_wscale = 0  # shift applied to our window field
         self._ws_ok = False
+
+        # Timestamps (RFC 7323) and SACK (RFC 2018), negotiated on the SYNs.
+        self._ts_ok = False
+        self._ts_offset = ts_offset & MASK
+        self.ts_recent: int | None = None
+        self._ts_recent_stamp = 0.0
+        self._last_ack_sent = 0
+        self._sack_ok = False
+        self._sacked: list[list[int]] = []  # scoreboard: [start, end) blocks above SND.UNA
+        self._high_rxt = self.iss  # RFC 6675 HighRxt
+        self._ooo_last = 0  # sequence number of the latest out-of-order arrival
+        self._now = 0.0  # time of the current input (for timestamps on emitted segments)
 
         self.local_mss = options.mss_for(ipv6)
         self.peer_mss = _DEFAULT_PEER_MSS
@@ -132,10 +148,12 @@ class TcpConnection:
         self.cc: CongestionControl = make_congestion_control(options.congestion, self.snd_mss)
         self._dupacks = 0
         self._in_recovery = False
-        self._recover = 0
+        self._recover = self.iss
+        self._recover_passed = True  # RFC 6582: an ACK covered more than `recover`
 
         self._ka_probes = 0
         self._out: list[bytes] = []
+        self.counters_paws = 0
 
         # Counters for info()
         self.bytes_sent = 0
@@ -143,6 +161,8 @@ class TcpConnection:
         self.bytes_received = 0
         self.retransmits = 0
         self.total_retransmits = 0
+        self.fast_retransmits = 0
+        self.bytes_retransmitted = 0
         self.segments_in = 0
         self.segments_out = 0
 
@@ -213,6 +233,7 @@ class TcpConnection:
         """Active open (RFC 9293 3.10.1): send SYN, enter SYN_SENT."""
         if self.state is not _CLOSED:
             raise RuntimeError(f"connect() in state {self.state}")
+        self._now = now
         self._set_state(_SYN_SENT)
         self._send_syn(now)
 
@@ -223,6 +244,7 @@ class TcpConnection:
         """
         if self.state is not _CLOSED:
             raise RuntimeError(f"accept_syn() in state {self.state}")
+        self._now = now
         self.passive = True
         self._set_state(_LISTEN)
         self._take_peer_syn(seg)
@@ -240,7 +262,14 @@ class TcpConnection:
         self.rcv_nxt = (seg.seq + 1) & MASK
         if seg.mss is not None and seg.mss > 0:
             self.peer_mss = seg.mss
-        self.snd_mss = max(1, min(self.peer_mss, self.local_mss))
+        # RFC 7323 3.2 / RFC 2018 2: used only if both SYNs carry the option
+        self._ts_ok = self.options.timestamps and seg.timestamps is not None
+        if self._ts_ok and seg.timestamps is not None:
+            self.ts_recent = seg.timestamps[0]
+            self._ts_recent_stamp = self._now
+        self._sack_ok = self.options.sack and seg.sack_permitted
+        # RFC 6691: the MSS counts no options; leave room for the ones every segment carries
+        self.snd_mss = max(1, min(self.peer_mss, self.local_mss) - (12 if self._ts_ok else 0))
         self.cc.set_mss(self.snd_mss)
         if self.options.window_scaling and seg.wscale is not None:
             # RFC 7323 2.2/2.3: both sides must send the option; shift capped at 14
@@ -269,10 +298,14 @@ class TcpConnection:
             flags = SYN
             ack = 0
             wscale = self._our_wscale() if self.options.window_scaling else None
+            sack_ok = self.options.sack
+            ts = (self._tsval(), 0) if self.options.timestamps else None
         else:
             flags = SYN | ACK
             ack = self.rcv_nxt
             wscale = self.rcv_wscale if self._ws_ok else None
+            sack_ok = self._sack_ok
+            ts = (self._tsval(), self.ts_recent or 0) if self._ts_ok else None
         seg = Segment(
             self.local_port,
             self.remote_port,
@@ -282,6 +315,8 @@ class TcpConnection:
             min(self.options.rcvbuf, 0xFFFF),
             mss=self.local_mss,
             wscale=wscale,
+            sack_permitted=sack_ok,
+            timestamps=ts,
         )
         self._emit(seg)
         self.snd_nxt = (self.iss + 1) & MASK
@@ -304,6 +339,7 @@ class TcpConnection:
         """
         if not self.can_send:
             raise RuntimeError(f"send() in state {self.state}")
+        self._now = now
         n = min(len(data), self.send_space)
         if n:
             self._sndbuf += data[:n]
@@ -314,6 +350,7 @@ class TcpConnection:
         """Take up to ``max_bytes`` of in-order data (b"" when none is buffered)."""
         if not self._rcvq:
             return b""
+        self._now = now
         before = self._window_now()
         if max_bytes >= len(self._rcvq):
             data = bytes(self._rcvq)
@@ -337,6 +374,7 @@ class TcpConnection:
     def shutdown(self, now: float) -> None:
         """Half-close: queue a FIN after the data (RFC 9293 3.10.4 CLOSE, sending side only)."""
         st = self.state
+        self._now = now
         if self.fin_queued or st in (_CLOSED, _LISTEN):
             return
         if st is _SYN_SENT:
@@ -362,6 +400,7 @@ class TcpConnection:
         """
         if self.app_closed:
             return
+        self._now = now
         self.app_closed = True
         if self.state in (_CLOSED, _TIME_WAIT):
             return
@@ -374,6 +413,7 @@ class TcpConnection:
 
     def abort(self, now: float) -> None:
         """ABORT (RFC 9293 3.10.5): send RST if synchronized, drop everything."""
+        self._now = now
         if self.state in (
             _SYN_RECEIVED,
             _ESTABLISHED,
@@ -395,6 +435,7 @@ class TcpConnection:
         st = self.state
         if st is _CLOSED or st is _LISTEN:
             return
+        self._now = now
         self.segments_in += 1
         if st is _SYN_SENT:
             self._rx_syn_sent(seg, now)
@@ -475,6 +516,21 @@ class TcpConnection:
                 self._close_deadline = now + 2 * self.options.msl
                 return
 
+        # PAWS (RFC 7323 5.3 R1): a segment whose timestamp is older than
+        # TS.Recent is an old duplicate: ACK it and drop it.
+        ts = seg.timestamps if self._ts_ok else None
+        if (
+            ts is not None
+            and self.ts_recent is not None
+            and not f & RST
+            and seq_lt(ts[0], self.ts_recent)
+        ):
+            if now - self._ts_recent_stamp <= _PAWS_IDLE:
+                self.counters_paws += 1
+                self._ack_now = True
+                return
+            self.ts_recent = None  # RFC 7323 5.5: TS.Recent too old to compare
+
         # first: sequence number check
         seg_len = len(payload) + syn + fin
         wnd = self._window_now()
@@ -496,6 +552,11 @@ class TcpConnection:
                 if not f & RST:
                     self._ack_now = True  # send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
                 return
+
+        # RFC 7323 4.3: remember the timestamp of the segment covering Last.ACK.sent
+        if ts is not None and seq_le(seq, self._last_ack_sent):
+            self.ts_recent = ts[0]
+            self._ts_recent_stamp = now
 
         # second: RST (RFC 5961 3.2: exact match resets, in-window gets a challenge ACK)
         if f & RST:
@@ -558,16 +619,14 @@ class TcpConnection:
             self._ack_now = True  # RFC 5961 5.2: too old
             return
         wnd_field = seg.window << self.snd_wscale
+        new_sack = self._sack_ok and bool(seg.sack_blocks) and self._update_scoreboard(seg, ack)
         if seq_gt(ack, self.snd_una):
-            self._ack_advances(ack, now)
-        elif (
-            ack == self.snd_una
-            and not payload
-            and not fin
-            and wnd_field == self.snd_wnd
-            and self.snd_una != self.snd_max
-        ):
-            self._on_dupack(now)
+            self._ack_advances(ack, now, ts[1] if ts is not None else 0)
+        elif ack == self.snd_una and self.snd_una != self.snd_max:
+            if new_sack or (not payload and not fin and wnd_field == self.snd_wnd):
+                # RFC 5681 2 duplicate ACK; with SACK, an ACK bringing new SACK
+                # information counts (RFC 6675 2).
+                self._on_dupack(now)
         # window update (RFC 9293 3.10.7.4 fifth, ESTABLISHED)
         if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
             self.snd_wnd = wnd_field
@@ -611,6 +670,7 @@ class TcpConnection:
                 old is not None and len(payload) > len(old[0])
             ):
                 self._ooo[seq] = (payload, fin)
+            self._ooo_last = seq
             self._ack_now = True
             return
         if payload:
@@ -678,7 +738,7 @@ class TcpConnection:
     # ------------------------------------------------------------------
     # ACK processing
 
-    def _ack_advances(self, ack: int, now: float) -> None:
+    def _ack_advances(self, ack: int, now: float, tsecr: int = 0) -> None:
         """SND.UNA < SEG.ACK =< SND.MAX: new data (or our SYN / FIN) acknowledged."""
         acked = seq_sub(ack, self.snd_una)
         data_acked = min(max(seq_sub(ack, self._snd_buf_seq), 0), len(self._sndbuf))
@@ -689,25 +749,35 @@ class TcpConnection:
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
-        # RTT sample (RFC 6298 3, Karn: never from a retransmitted segment)
+        if self._sacked:
+            self._trim_scoreboard()
+        # RTT sample (RFC 6298 3): from the timed segment if it was not retransmitted
+        # (Karn), else from the echoed timestamp (RFC 7323 4.1), which stays valid
+        # across retransmissions.
         if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
             self.rtt.on_sample(now - self._rtt_time)
             self._rtt_seq = None
+        elif self._ts_ok and tsecr and self._rtt_seq is None:
+            sample = ((self._tsval() - tsecr) & MASK) / 1000.0
+            if sample < 3600:
+                self.rtt.on_sample(sample)
         self._backoff = 0
         self._ka_probes = 0
+        if seq_gt(ack, self._recover):
+            self._recover_passed = True
         flight = seq_sub(self.snd_max, self.snd_una)
         if self._in_recovery:
             if seq_ge(ack, self._recover):
-                # RFC 6582 3.2 step 3: full acknowledgment ends recovery
+                # RFC 6582 3.2 step 3 / RFC 6675 5: full acknowledgment ends recovery
                 self._in_recovery = False
                 self.cc.on_exit_recovery(flight, now)
-            else:
+            elif not self._sack_ok:
                 # RFC 6582 3.2 step 3: partial acknowledgment: retransmit the next
                 # hole, deflate by the amount acknowledged, add back one MSS.
                 self._retransmit_head(now)
                 self.cc.cwnd = max(self.cc.cwnd - acked + self.snd_mss, self.snd_mss)
         elif self.state not in (_SYN_SENT, _SYN_RECEIVED):
-            self.cc.on_ack(acked, flight, now)
+            self.cc.on_ack(acked, flight, now, self.rtt.srtt or 0.0)
         self._dupacks = 0
         # RFC 6298 5.2 / 5.3
         if self.snd_una == self.snd_max:
@@ -716,24 +786,38 @@ class TcpConnection:
         else:
             self._rtx_deadline = now + self.rtt.rto
             self._unacked_since = now
+        if self._sack_ok and not self._in_recovery and self._sacked and self._is_lost(ack):
+            self._enter_recovery(now)
 
     def _on_dupack(self, now: float) -> None:
-        """RFC 5681 3.2 / RFC 6582: count duplicate ACKs, fast retransmit on the third."""
+        """RFC 5681 3.2 / RFC 6582 / RFC 6675 5: count duplicate ACKs, recover on the third."""
         self._dupacks += 1
         if self._in_recovery:
-            self.cc.cwnd += self.snd_mss  # RFC 5681 3.2 step 4: inflate
-        elif self._dupacks == 3:
+            if not self._sack_ok:
+                self.cc.cwnd += self.snd_mss  # RFC 5681 3.2 step 4: inflate
+            return
+        if self._dupacks >= _DUPTHRESH or (self._sack_ok and self._is_lost(self.snd_una)):
             # RFC 6582 3.2 step 2: only if the ACK covers more than the last recovery point
-            if seq_gt(self.snd_una, self._recover) or self._recover == 0:
-                flight = seq_sub(self.snd_max, self.snd_una)
-                self._in_recovery = True
-                self._recover = self.snd_max
-                self.cc.on_enter_recovery(flight, now)
-                self._retransmit_head(now)
+            if self._recover_passed:
+                self._enter_recovery(now)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit and the start of fast recovery."""
+        flight = seq_sub(self.snd_max, self.snd_una)
+        self._in_recovery = True
+        self._recover = self.snd_max
+        self._recover_passed = False
+        self.fast_retransmits += 1
+        self.cc.on_enter_recovery(flight, now)
+        if self._sack_ok:
+            # RFC 6675 5 step 4: retransmissions follow from the pipe in _transmit
+            self._high_rxt = self.snd_una
+        else:
+            self.cc.cwnd += 3 * self.snd_mss  # RFC 5681 3.2 step 3: inflate
+            self._retransmit_head(now)
 
     def _retransmit_head(self, now: float) -> None:
         """Re-send the first unacknowledged segment (fast retransmit)."""
-        n = min(self.snd_mss, len(self._sndbuf))
         seq = self.snd_una
         off = seq_sub(seq, self._snd_buf_seq)
         if off < 0:
@@ -747,15 +831,121 @@ class TcpConnection:
         if n <= 0 and not fin:
             return
         self._send_data(seq, off, max(n, 0), fin, now)
-        self.retransmits += 1
-        self.total_retransmits += 1
-        self._rtt_seq = None  # Karn
+
+    # ------------------------------------------------------------------
+    # SACK scoreboard (RFC 6675)
+
+    def _update_scoreboard(self, seg: Segment, ack: int) -> bool:
+        """Merge the peer's SACK blocks; True if they covered new data."""
+        changed = False
+        una = ack if seq_gt(ack, self.snd_una) else self.snd_una
+        for left, right in seg.sack_blocks:
+            # RFC 2018 / RFC 6675: only blocks above SND.UNA and within what was sent count
+            if not seq_lt(left, right) or not seq_le(right, self.snd_max):
+                continue
+            if seq_le(right, una):
+                continue  # D-SACK or stale: nothing new
+            if seq_lt(left, una):
+                left = una
+            if self._add_sacked(left, right):
+                changed = True
+        return changed
+
+    def _add_sacked(self, left: int, right: int) -> bool:
+        una = self.snd_una
+        blocks = self._sacked
+        before = sum(seq_sub(b[1], b[0]) for b in blocks)
+        blocks.append([left, right])
+        blocks.sort(key=lambda b: (b[0] - una) & MASK)
+        merged: list[list[int]] = []
+        for b in blocks:
+            if merged and seq_le(b[0], merged[-1][1]):
+                if seq_gt(b[1], merged[-1][1]):
+                    merged[-1][1] = b[1]
+            else:
+                merged.append(b)
+        if len(merged) > _MAX_SACK_BLOCKS:
+            del merged[_MAX_SACK_BLOCKS:]
+        self._sacked = merged
+        return sum(seq_sub(b[1], b[0]) for b in merged) > before
+
+    def _trim_scoreboard(self) -> None:
+        una = self.snd_una
+        kept: list[list[int]] = []
+        for b in self._sacked:
+            if seq_le(b[1], una):
+                continue
+            if seq_lt(b[0], una):
+                b = [una, b[1]]
+            kept.append(b)
+        self._sacked = kept
+
+    def _lost_boundary(self) -> int:
+        """Unsacked data below this sequence number is deemed lost (RFC 6675 IsLost)."""
+        count = 0
+        total = 0
+        boundary = self.snd_una
+        for left, right in reversed(self._sacked):
+            count += 1
+            total += seq_sub(right, left)
+            if count >= _DUPTHRESH or total > (_DUPTHRESH - 1) * self.snd_mss:
+                boundary = left
+                break
+        if self._in_recovery and seq_lt(boundary, self.snd_una + 1):
+            # A partial ACK during recovery says the next hole is lost too (RFC 6582 spirit).
+            boundary = (self.snd_una + 1) & MASK
+        return boundary
+
+    def _is_lost(self, seqno: int) -> bool:
+        return seq_lt(seqno, self._lost_boundary())
+
+    def _sacked_between(self, a: int, b: int) -> int:
+        """SACKed bytes inside [a, b)."""
+        total = 0
+        for left, right in self._sacked:
+            lo = left if seq_gt(left, a) else a
+            hi = right if seq_lt(right, b) else b
+            if seq_lt(lo, hi):
+                total += seq_sub(hi, lo)
+        return total
+
+    def _pipe(self) -> int:
+        """RFC 6675 SetPipe: bytes believed to be in the network."""
+        una, high = self.snd_una, self.snd_max
+        flight = seq_sub(high, una)
+        lost_end = self._lost_boundary()
+        if seq_gt(lost_end, high):
+            lost_end = high
+        lost = seq_sub(lost_end, una) - self._sacked_between(una, lost_end)
+        rxt_end = self._high_rxt if seq_lt(self._high_rxt, lost_end) else lost_end
+        retransmitted = 0
+        if seq_gt(rxt_end, una):
+            retransmitted = seq_sub(rxt_end, una) - self._sacked_between(una, rxt_end)
+        return flight - self._sacked_between(una, high) - lost + retransmitted
+
+    def _next_hole(self) -> tuple[int, int] | None:
+        """RFC 6675 NextSeg rule 1: the first lost, unsacked, not yet retransmitted range."""
+        start = self._high_rxt if seq_gt(self._high_rxt, self.snd_una) else self.snd_una
+        lost_end = self._lost_boundary()
+        for left, right in self._sacked:
+            if seq_le(right, start):
+                continue
+            if seq_lt(start, left):
+                if not seq_lt(start, lost_end):
+                    return None
+                return start, min(seq_sub(left, start), self.snd_mss)
+            start = right
+        if seq_lt(start, lost_end) and seq_lt(start, self.snd_max):
+            end = lost_end if seq_lt(lost_end, self.snd_max) else self.snd_max
+            return start, min(seq_sub(end, start), self.snd_mss)
+        return None
 
     # ------------------------------------------------------------------
     # Timers
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline that is due at ``now``."""
+        self._now = now
         if self._close_deadline is not None and now >= self._close_deadline:
             self._close_deadline = None
             if self.state in (_TIME_WAIT, _FIN_WAIT_2):
@@ -800,10 +990,10 @@ class TcpConnection:
                 self._fail(TimeoutError(f"{what} timed out after {self._backoff} retransmissions"))
             return
         self._backoff += 1
-        self.retransmits += 1
-        self.total_retransmits += 1
         self._rtt_seq = None  # Karn's rule
         if st in (_SYN_SENT, _SYN_RECEIVED):
+            self.retransmits += 1
+            self.total_retransmits += 1
             self._syn_retransmitted = True
             self._send_syn(now)
         else:
@@ -812,7 +1002,14 @@ class TcpConnection:
             self._in_recovery = False
             self._dupacks = 0
             self._recover = self.snd_max
-            # Go back N: everything in flight is presumed lost (RFC 5681 3.1 / RFC 6298 5.4)
+            self._recover_passed = False
+            self._high_rxt = self.snd_una
+            if self._backoff >= 2:
+                # Repeated timeouts: stop trusting SACK information in case the
+                # receiver reneged (RFC 2018 8, RFC 6675 5.1).
+                self._sacked = []
+            # Go back N, skipping SACKed data: everything in flight is presumed
+            # lost (RFC 5681 3.1, RFC 6298 5.4)
             self.snd_nxt = self.snd_una
         self._rtx_deadline = now + self.rtt.backed_off(self._backoff)
         if ut > 0 and self._unacked_since is not None:
@@ -867,21 +1064,45 @@ class TcpConnection:
         return len(self._sndbuf) - max(seq_sub(self.snd_nxt, self._snd_buf_seq), 0)
 
     def _transmit(self, now: float, *, force: bool = False) -> None:
-        """Send what the windows allow (RFC 9293 3.8.6.2.1, RFC 896, RFC 5681), then a due ACK."""
+        """Send what the windows allow (RFC 9293 3.8.6.2.1, RFC 896, RFC 5681, RFC 6675).
+
+        During SACK recovery, lost holes go first, as far as cwnd - pipe
+        allows; then new data (or, after an RTO, the go-back-N resend that
+        skips SACKed ranges), limited by the peer's window and cwnd.
+        """
         if self.state in _SENDING:
-            sndbuf_len = len(self._sndbuf)
             mss = self.snd_mss
+            sack_recovery = self._in_recovery and self._sack_ok
+            if sack_recovery:
+                pipe = self._pipe()
+                while self.cc.cwnd - pipe >= mss:
+                    hole = self._next_hole()
+                    if hole is None:
+                        break
+                    seq, n = hole
+                    sent = self._send_data(seq, seq_sub(seq, self._snd_buf_seq), n, False, now)
+                    if sent <= 0:
+                        break
+                    self._high_rxt = (seq + sent) & MASK
+                    pipe += sent
+                flight_now = pipe
+            sndbuf_len = len(self._sndbuf)
             nodelay = self.options.nodelay
             while True:
+                if self._sacked and seq_lt(self.snd_nxt, self.snd_max):
+                    self._skip_sacked()
                 off = seq_sub(self.snd_nxt, self._snd_buf_seq)
                 avail = sndbuf_len - off
                 fin_pending = self.fin_queued and seq_le(self.snd_nxt, self._fin_seq)
                 if avail <= 0 and not fin_pending:
                     break
-                window = min(self.snd_wnd, self.cc.cwnd)
                 in_flight = seq_sub(self.snd_nxt, self.snd_una)
-                usable = window - in_flight
-                n = min(avail, mss, usable)
+                cwnd_room = self.cc.cwnd - (flight_now if sack_recovery else in_flight)
+                usable = min(self.snd_wnd - in_flight, cwnd_room)
+                seg_max = mss - self._sack_option_len()
+                n = min(avail, seg_max, usable)
+                if self._sacked and seq_lt(self.snd_nxt, self.snd_max):
+                    n = min(n, self._room_before_sacked())
                 if n < 0:
                     n = 0
                 fin = fin_pending and n == avail
@@ -889,14 +1110,16 @@ class TcpConnection:
                     break
                 if n == 0 and fin and usable <= 0 and avail > 0:
                     break
-                if n < mss and n < avail and not force:
+                if n < seg_max and n < avail and not force:
                     # Window-limited partial segment: sender SWS avoidance
                     # (RFC 9293 3.8.6.2.1) waits for half the peer's max window.
                     if n < self.max_snd_wnd // 2 or in_flight:
                         break
-                elif n < mss and not nodelay and in_flight and not fin and not force:
+                elif n < seg_max and not nodelay and in_flight and not fin and not force:
                     break  # Nagle (RFC 896): one small segment in flight at a time
-                self._send_data(self.snd_nxt, off, n, fin, now)
+                sent = self._send_data(self.snd_nxt, off, n, fin, now)
+                if sack_recovery:
+                    flight_now += sent
                 force = False
             if (
                 self._unsent() > 0
@@ -918,8 +1141,30 @@ class TcpConnection:
                 )
             )
 
-    def _send_data(self, seq: int, off: int, n: int, fin: bool, now: float) -> None:
-        """Emit one data (and/or FIN) segment starting at ``seq`` (buffer offset ``off``)."""
+    def _skip_sacked(self) -> None:
+        """Move SND.NXT past a SACKed range it stands in (go-back-N after an RTO)."""
+        for left, right in self._sacked:
+            if seq_le(left, self.snd_nxt) and seq_lt(self.snd_nxt, right):
+                self.snd_nxt = right
+            elif seq_gt(left, self.snd_nxt):
+                break
+
+    def _room_before_sacked(self) -> int:
+        """Bytes from SND.NXT to the next SACKed range (or a large number)."""
+        for left, _right in self._sacked:
+            if seq_gt(left, self.snd_nxt):
+                return seq_sub(left, self.snd_nxt)
+        return 1 << 30
+
+    def _send_data(self, seq: int, off: int, n: int, fin: bool, now: float) -> int:
+        """Emit one data (and/or FIN) segment at ``seq`` (buffer offset ``off``).
+
+        Returns the sequence space it covered.
+        """
+        room = self.snd_mss - self._sack_option_len()
+        if n > room:
+            n = room
+            fin = False
         payload = bytes(self._sndbuf[off : off + n]) if n else b""
         flags = ACK
         if fin:
@@ -937,39 +1182,80 @@ class TcpConnection:
                 payload,
             )
         )
-        end = (seq + n + fin) & MASK
+        covered = n + (1 if fin else 0)
+        end = (seq + covered) & MASK
         if seq == self.snd_nxt:
             self.snd_nxt = end
-        if seq_gt(end, self.snd_max):
-            if self._rtt_seq is None:
-                self._rtt_seq = end
-                self._rtt_time = now
-            self.bytes_sent += seq_sub(end, self.snd_max) - (fin and 1)
-            self.snd_max = end
-        elif self._rtt_seq is not None and seq_lt(seq, self._rtt_seq):
-            self._rtt_seq = None  # a retransmission covers the timed segment: Karn
-        if seq_lt(seq, self.snd_max) and not seq_gt(end, self.snd_max) and seq != self.snd_una:
+        if seq_lt(seq, self.snd_max):
             self.retransmits += 1
             self.total_retransmits += 1
+            self.bytes_retransmitted += n
+            if self._rtt_seq is not None and seq_lt(seq, self._rtt_seq):
+                self._rtt_seq = None  # a retransmission covers the timed segment: Karn
+        if seq_gt(end, self.snd_max):
+            if self._rtt_seq is None and not seq_lt(seq, self.snd_max):
+                self._rtt_seq = end
+                self._rtt_time = now
+            self.bytes_sent += seq_sub(end, self.snd_max) - (1 if fin else 0)
+            self.snd_max = end
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rtt.backed_off(self._backoff)
         if self._unacked_since is None:
             self._unacked_since = now
         self._persist_deadline = None
+        return covered
 
     def _send_rst(self, seq: int) -> None:
         """``<SEQ=seq><CTL=RST>``, as RFC 9293 3.10.7 prescribes for a bad ACK."""
         self._emit(Segment(self.local_port, self.remote_port, seq, 0, RST, 0))
 
+    def _tsval(self) -> int:
+        """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 5.4)."""
+        return (int(self._now * 1000) + self._ts_offset) & MASK
+
     def _emit(self, seg: Segment) -> None:
-        if seg.flags & ACK:
+        f = seg.flags
+        if not f & SYN:
+            if self._ts_ok and not f & RST:
+                seg.timestamps = (self._tsval(), self.ts_recent or 0)
+            if f & ACK and self._sack_ok and self._ooo:
+                seg.sack_blocks = self._sack_blocks()
+        if f & ACK:
             self._ack_now = False
             self._rcv_unacked = 0
             self._delack_deadline = None
-            if not seg.flags & SYN:
+            self._last_ack_sent = seg.ack
+            if not f & SYN:
                 self._advance_adv()
         self.segments_out += 1
         self._out.append(encode(seg))
+
+    def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
+        """SACK blocks for our out-of-order data (RFC 2018 4).
+
+        The first block holds the most recently received segment; the rest
+        follow in descending sequence order, at most 3 with timestamps, else 4.
+        """
+        rcv_nxt = self.rcv_nxt
+        blocks: list[list[int]] = []
+        for s in sorted(self._ooo, key=lambda k: (k - rcv_nxt) & MASK):
+            end = (s + len(self._ooo[s][0])) & MASK
+            if blocks and seq_le(s, blocks[-1][1]):
+                if seq_gt(end, blocks[-1][1]):
+                    blocks[-1][1] = end
+            else:
+                blocks.append([s, end])
+        limit = 3 if self._ts_ok else 4
+        last = self._ooo_last
+        first = [b for b in blocks if seq_le(b[0], last) and seq_lt(last, b[1])]
+        rest = [b for b in reversed(blocks) if not first or b is not first[0]]
+        return tuple((b[0], b[1]) for b in (first[:1] + rest)[:limit])
+
+    def _sack_option_len(self) -> int:
+        """Bytes the SACK option takes on our next ACK-bearing segment."""
+        if not (self._sack_ok and self._ooo):
+            return 0
+        return 4 + 8 * min(len(self._ooo), 3 if self._ts_ok else 4)
 
     # ------------------------------------------------------------------
     # Receive window
@@ -1057,6 +1343,12 @@ class TcpConnection:
             "bytes_received": self.bytes_received,
             "retransmits": self.retransmits,
             "total_retransmits": self.total_retransmits,
+            "fast_retransmits": self.fast_retransmits,
+            "bytes_retransmitted": self.bytes_retransmitted,
+            "timestamps": self._ts_ok,
+            "sack": self._sack_ok,
+            "congestion": self.cc.name,
+            "paws_drops": self.counters_paws,
             "backoff": self._backoff,
             "probes": self._ka_probes + self._persist_backoff,
             "segments_in": self.segments_in,

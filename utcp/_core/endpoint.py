@@ -99,6 +99,15 @@ class EndpointCore:
         ).digest()
         return (int.from_bytes(h, "big") + int(now * 250_000)) & MASK
 
+    def ts_offset(self, remote: Address, local_port: int, remote_port: int) -> int:
+        """RFC 7323 5.4: a per-connection timestamp offset from a keyed hash."""
+        h = hashlib.blake2b(
+            f"ts|{remote[0]}|{remote[1]}|{local_port}|{remote_port}".encode(),
+            key=self._secret[:64],
+            digest_size=4,
+        ).digest()
+        return int.from_bytes(h, "big")
+
     def pick_port(self, remote: Address, remote_port: int) -> int:
         """An ephemeral local port free for this remote (``OSError(EADDRNOTAVAIL)`` if none)."""
         lo, hi = self.options.ephemeral_ports
@@ -163,6 +172,7 @@ class EndpointCore:
             remote_port=remote_port,
             iss=self.isn(remote, local_port, remote_port, now),
             ipv6=self.ipv6,
+            ts_offset=self.ts_offset(remote, local_port, remote_port),
         )
         self.connections[key] = conn
         self.addresses[conn] = remote
@@ -266,6 +276,7 @@ class EndpointCore:
             remote_port=seg.src_port,
             iss=self.isn(remote, listener.port, seg.src_port, now),
             ipv6=self.ipv6,
+            ts_offset=self.ts_offset(remote, listener.port, seg.src_port),
         )
         self.connections[(remote, listener.port, seg.src_port)] = conn
         self.addresses[conn] = remote
