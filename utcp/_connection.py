@@ -129,8 +129,11 @@ class Connection(trio.abc.HalfCloseableStream):
         if self._endpoint._closing:
             self._endpoint._idle_lot.unpark_all()
         deadline = self._core.get_timer()
-        if self._core.state is State.CLOSED or (
-            deadline is not None and deadline < self._sleep_until
+        st = self._core.state
+        if (
+            st is State.CLOSED
+            or st is State.TIME_WAIT
+            or (deadline is not None and deadline < self._sleep_until)
         ):
             self._wake()
 
@@ -145,7 +148,7 @@ class Connection(trio.abc.HalfCloseableStream):
                     if self._blocked:
                         continue
                 self._flush()
-                if core.state is State.CLOSED and not self._blocked:
+                if not self._blocked and self._endpoint._settle(self):
                     break
                 if self._wake_pending:
                     self._wake_pending = False
@@ -164,7 +167,8 @@ class Connection(trio.abc.HalfCloseableStream):
                     self._notify()
         finally:
             self._endpoint._forget(self)
-            self._done.set()
+            if core.state is not State.TIME_WAIT:
+                self._done.set()
             self._app_lot.unpark_all()
 
     async def _wait_for(self, ready: Callable[[], bool]) -> None:
@@ -301,10 +305,18 @@ class Connection(trio.abc.HalfCloseableStream):
     # trio.abc.HalfCloseableStream
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """:meth:`trio.abc.SendStream.send_all`: like :meth:`send`, errors as BrokenResourceError."""
+        """:meth:`trio.abc.SendStream.send_all`: like :meth:`send`, errors as BrokenResourceError.
+
+        After :meth:`send_eof` (or :meth:`shutdown`) it raises
+        :class:`trio.ClosedResourceError`, as the HalfCloseableStream contract says.
+        """
         try:
             await self.send(data)
         except OSError as exc:
+            if self._core.fin_queued and self._core.error is None:
+                raise trio.ClosedResourceError(
+                    "the sending side was closed with send_eof()"
+                ) from exc
             raise trio.BrokenResourceError(str(exc)) from exc
 
     async def wait_send_all_might_not_block(self) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import math
 import random
 import secrets
 import socket as _stdsocket
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import trio
 from ._connection import Connection
 from ._core.config import Options
 from ._core.connection import TcpConnection
-from ._core.endpoint import Address, EndpointCore, ListenerCore
+from ._core.endpoint import Address, EndpointCore, Key, ListenerCore
 from ._core.state import State
 
 __all__ = ["ConnectionInfo", "Endpoint", "Listener", "open_endpoint"]
@@ -153,6 +155,9 @@ class Endpoint:
         self._closing = False
         self._closed = False
         self._idle_lot = trio.lowlevel.ParkingLot()
+        self._tw_conns: weakref.WeakValueDictionary[Key, Connection] = weakref.WeakValueDictionary()
+        self._tw_lot = trio.lowlevel.ParkingLot()
+        self._tw_sleep_until = math.inf
 
     # ------------------------------------------------------------------
     # Public API
@@ -213,7 +218,10 @@ class Endpoint:
         remote = await self._resolve(host, rport)
         opts = self.options.per_connection(**options)
         core = self._core.connect(remote, port, opts, trio.current_time())
-        conn = self._adopt(core, remote)
+        if self._core.tw_closed:
+            self._end_time_wait(self._core.tw_closed)
+            self._core.tw_closed.clear()
+        conn = self._adopt(core, self._core.keys[core][0])
         try:
             await conn._wait_for(
                 lambda: core.state is not State.SYN_SENT and core.state is not State.SYN_RECEIVED
@@ -283,11 +291,46 @@ class Endpoint:
         conn._flush()
         return conn
 
+    def _settle(self, conn: Connection) -> bool:
+        """Let the core file a flushed connection away; True when its task may end."""
+        core = conn._core
+        key = self._core.keys.get(core)
+        if not self._core.settle(core, trio.current_time()):
+            return False
+        if core.state is State.TIME_WAIT and key is not None:
+            # Now a compact record: remember the Connection (weakly) to tell it when
+            # TIME_WAIT ends, and make sure the reaper sleeps no longer than needed.
+            self._tw_conns[key] = conn
+            deadline = self._core.next_tw_deadline()
+            if deadline is not None and deadline < self._tw_sleep_until:
+                self._tw_lot.unpark_all()
+        return True
+
     def _forget(self, conn: Connection) -> None:
         self._conns.pop(conn._core, None)
         self._core.remove(conn._core)
         if self._idle_lot:
             self._idle_lot.unpark_all()
+
+    def _end_time_wait(self, keys: list[Key]) -> None:
+        for key in keys:
+            conn = self._tw_conns.pop(key, None)
+            if conn is not None:
+                conn._core.finish_time_wait()
+                conn._done.set()
+                if conn._app_lot:
+                    conn._app_lot.unpark_all()
+
+    async def _time_wait_reaper(self) -> None:
+        """Expire TIME_WAIT records: one task for all of them, sleeping until the next."""
+        core = self._core
+        while True:
+            deadline = core.next_tw_deadline()
+            self._tw_sleep_until = math.inf if deadline is None else deadline
+            with trio.move_on_at(self._tw_sleep_until):
+                await self._tw_lot.park()
+            self._tw_sleep_until = math.inf
+            self._end_time_wait(core.expire_time_wait(trio.current_time()))
 
     def _close_listener(self, listener: Listener) -> None:
         dropped = self._core.close_listener(listener._core, trio.current_time())
@@ -341,8 +384,9 @@ class Endpoint:
                 core.outbox.clear()
             if core.new_connections:
                 for c in core.new_connections:
-                    if c.state is not State.CLOSED:
-                        self._adopt(c, core.addresses[c])
+                    key = core.keys.get(c)
+                    if key is not None and c.state is not State.CLOSED:
+                        self._adopt(c, key[0])
                 core.new_connections.clear()
             for c in touched:
                 conn = conns.get(c)
@@ -350,6 +394,9 @@ class Endpoint:
                     if c.state is State.ESTABLISHED:
                         c.start_keepalive(now)
                     conn._notify()
+            if core.tw_closed:
+                self._end_time_wait(core.tw_closed)
+                core.tw_closed.clear()
             if core.accept_ready:
                 for lc in core.accept_ready:
                     listener = self._listeners.get(lc)
@@ -432,6 +479,7 @@ async def open_endpoint(
         async with trio.open_nursery() as nursery:
             endpoint = Endpoint(sock, opts, nursery, rng=rng)
             nursery.start_soon(endpoint._receive_loop, name="utcp-receive-loop")
+            nursery.start_soon(endpoint._time_wait_reaper, name="utcp-time-wait")
             try:
                 yield endpoint
             except BaseException as exc:

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 #: The names in this set are endpoint-wide only; the rest may be given per connection.
-ENDPOINT_ONLY = frozenset({"somaxconn", "max_tw_buckets", "ephemeral_ports", "close_timeout"})
+ENDPOINT_ONLY = frozenset(
+    {
+        "somaxconn",
+        "max_tw_buckets",
+        "ephemeral_ports",
+        "close_timeout",
+        "challenge_ack_limit",
+        "rst_limit",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,8 @@ class Options:
     delack: float = 0.04
     ephemeral_ports: tuple[int, int] = (32768, 60999)
     close_timeout: float = 5.0
+    challenge_ack_limit: float = 1000.0
+    rst_limit: float = 1000.0
 
     def __post_init__(self) -> None:
         _check_number("msl", self.msl, minimum=0.0)
@@ -60,7 +71,14 @@ class Options:
             _check_int(name, getattr(self, name), minimum=0)
         for name in ("syn_retries", "synack_retries", "retries2", "keepalive_probes"):
             _check_int(name, getattr(self, name), minimum=0, maximum=255)
-        for name in ("fin_timeout", "user_timeout", "delack", "close_timeout"):
+        for name in (
+            "fin_timeout",
+            "user_timeout",
+            "delack",
+            "close_timeout",
+            "challenge_ack_limit",
+            "rst_limit",
+        ):
             _check_number(name, getattr(self, name), minimum=0.0)
         for name in ("keepalive_time", "keepalive_intvl", "rto_initial", "rto_min", "rto_max"):
             _check_number(name, getattr(self, name), minimum=0.0, strict=True)

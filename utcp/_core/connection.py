@@ -25,9 +25,11 @@ from typing import Any
 from .codec import ACK, FIN, PSH, RST, SYN, Segment, encode
 from .config import Options
 from .congestion import CongestionControl, make_congestion_control
+from .ratelimit import RateLimiter
 from .rtt import RttEstimator
 from .seq import MASK, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_sub
 from .state import CAN_RECEIVE, CAN_SEND, State
+from .timewait import TimeWait
 
 __all__ = ["TcpConnection"]
 
@@ -71,6 +73,7 @@ class TcpConnection:
         iss: int,
         ipv6: bool = False,
         ts_offset: int = 0,
+        challenge_limiter: RateLimiter | None = None,
     ) -> None:
         self.options = options
         self.local_port = local_port
@@ -111,6 +114,8 @@ class TcpConnection:
         self._high_rxt = self.iss  # RFC 6675 HighRxt
         self._ooo_last = 0  # sequence number of the latest out-of-order arrival
         self._now = 0.0  # time of the current input (for timestamps on emitted segments)
+        #: Shared, endpoint-wide limit on RFC 5961 challenge ACKs (None: unlimited).
+        self.challenge_limiter = challenge_limiter
 
         self.local_mss = options.mss_for(ipv6)
         self.peer_mss = _DEFAULT_PEER_MSS
@@ -138,8 +143,12 @@ class TcpConnection:
         self._ka_deadline: float | None = None
 
         self.rtt = RttEstimator(options.rto_initial, options.rto_min, options.rto_max)
-        self._backoff = 0  # consecutive retransmission timeouts
+        self._backoff = (
+            0  # RTO multiplier exponent: reset only by a valid RTT sample (RFC 6298 5.5)
+        )
+        self._retries = 0  # consecutive timeouts without progress: the give-up counter
         self._persist_backoff = 0
+        self._probes_unanswered = 0
         self._rtt_seq: int | None = None  # sequence number being timed (Karn)
         self._rtt_time = 0.0
         self._syn_retransmitted = False
@@ -255,6 +264,66 @@ class TcpConnection:
         self._set_state(_SYN_RECEIVED)
         self._send_syn(now)
         self.segments_in += 1
+
+    def accept_cookie(self, seg: Segment, mss: int, now: float) -> None:
+        """Passive open completed by the ACK of a valid SYN cookie (our ISS is the cookie).
+
+        The connection starts in ESTABLISHED with the MSS the cookie encoded
+        and without window scaling, SACK or timestamps, which a cookie cannot
+        carry.  Data or FIN in the ACK is processed as usual.
+        """
+        if self.state is not _CLOSED:
+            raise RuntimeError(f"accept_cookie() in state {self.state}")
+        self._now = now
+        self.passive = True
+        self.irs = (seg.seq - 1) & MASK
+        self.rcv_nxt = seg.seq
+        self.peer_mss = mss
+        self.snd_mss = max(1, min(mss, self.local_mss))
+        self.cc.set_mss(self.snd_mss)
+        self.rcv_adv = (self.rcv_nxt + min(self.options.rcvbuf, 0xFFFF)) & MASK
+        self.snd_una = self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        self.snd_wnd = seg.window
+        self.max_snd_wnd = seg.window
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        self._set_state(_ESTABLISHED)
+        self.segments_in += 1
+        if seg.payload or seg.flags & FIN:
+            self._rx_data(seg.seq, seg.payload, bool(seg.flags & FIN), now)
+        self._transmit(now)
+
+    def time_wait_record(self) -> TimeWait:
+        """A compact record of this TIME_WAIT connection (see :mod:`.timewait`)."""
+        return TimeWait(
+            snd_nxt=self.snd_nxt,
+            rcv_nxt=self.rcv_nxt,
+            window=self._window_field(),
+            ts_offset=self._ts_offset if self._ts_ok else None,
+            ts_recent=self.ts_recent if self._ts_ok else None,
+            ts_stamp=self._ts_recent_stamp,
+            deadline=self._close_deadline if self._close_deadline is not None else self._now,
+            msl2=2 * self.options.msl,
+            rfc1337=self.options.rfc1337,
+        )
+
+    def finish_time_wait(self) -> None:
+        """TIME_WAIT ended in the endpoint's compact table: the connection is CLOSED."""
+        if self.state is _TIME_WAIT:
+            self._set_state(_CLOSED)
+
+    def _after_handshake(self) -> None:
+        """RFC 6298 5.7: after a retransmitted SYN, data starts with a 3 s RTO, no backoff."""
+        if self._syn_retransmitted:
+            self._backoff = 0
+            if self.rtt.rto < _RTO_AFTER_SYN_TIMEOUT and self.rtt.samples == 0:
+                self.rtt.rto = _RTO_AFTER_SYN_TIMEOUT
+
+    def _challenge_ack(self) -> None:
+        """RFC 5961 challenge ACK, subject to the endpoint's rate limit (RFC 5961 7)."""
+        limiter = self.challenge_limiter
+        if limiter is None or limiter.allow(self._now):
+            self._ack_now = True
 
     def _take_peer_syn(self, seg: Segment) -> None:
         """Record IRS and negotiate MSS and window scale from the peer's SYN."""
@@ -474,8 +543,7 @@ class TcpConnection:
             self.snd_wl1 = seg.seq
             self.snd_wl2 = seg.ack
             self._set_state(_ESTABLISHED)
-            if self._syn_retransmitted and self.rtt.rto < _RTO_AFTER_SYN_TIMEOUT:
-                self.rtt.rto = _RTO_AFTER_SYN_TIMEOUT  # RFC 6298 5.7
+            self._after_handshake()
             self._ack_now = True
             if seg.payload or f & FIN:
                 self._rx_data(self.rcv_nxt, seg.payload, bool(f & FIN), now)
@@ -561,7 +629,7 @@ class TcpConnection:
         # second: RST (RFC 5961 3.2: exact match resets, in-window gets a challenge ACK)
         if f & RST:
             if seg.seq != rcv_nxt:
-                self._ack_now = True
+                self._challenge_ack()
                 return
             if st is _TIME_WAIT and self.options.rfc1337:
                 return  # RFC 1337: ignore RST in TIME-WAIT
@@ -594,7 +662,7 @@ class TcpConnection:
             if st is _SYN_RECEIVED and self.passive:
                 self._set_state(_CLOSED)  # RFC 9293: return to LISTEN
                 return
-            self._ack_now = True  # RFC 5961 4.2: challenge ACK
+            self._challenge_ack()  # RFC 5961 4.2
             return
 
         # fifth: ACK
@@ -604,6 +672,7 @@ class TcpConnection:
         if st is _SYN_RECEIVED:
             if seq_lt(self.snd_una, ack) and seq_le(ack, self.snd_max):
                 self._set_state(_ESTABLISHED)
+                self._after_handshake()
                 self.snd_wnd = seg.window << self.snd_wscale
                 self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
                 self.snd_wl1 = seq
@@ -616,7 +685,7 @@ class TcpConnection:
             self._ack_now = True  # acks something not yet sent: ACK and drop
             return
         if seq_lt(ack, (self.snd_una - max(self.max_snd_wnd, 1)) & MASK):
-            self._ack_now = True  # RFC 5961 5.2: too old
+            self._challenge_ack()  # RFC 5961 5.2: too old
             return
         wnd_field = seg.window << self.snd_wscale
         new_sack = self._sack_ok and bool(seg.sack_blocks) and self._update_scoreboard(seg, ack)
@@ -627,8 +696,11 @@ class TcpConnection:
                 # RFC 5681 2 duplicate ACK; with SACK, an ACK bringing new SACK
                 # information counts (RFC 6675 2).
                 self._on_dupack(now)
-        # window update (RFC 9293 3.10.7.4 fifth, ESTABLISHED)
-        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
+        self._probes_unanswered = 0  # the peer answers: persist never gives up (MUST-37)
+        # window update (RFC 9293 3.10.7.4 fifth: only if SND.UNA =< SEG.ACK =< SND.NXT)
+        if seq_le(self.snd_una, ack) and (
+            seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack))
+        ):
             self.snd_wnd = wnd_field
             self.snd_wl1 = seq
             self.snd_wl2 = ack
@@ -757,11 +829,13 @@ class TcpConnection:
         if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
             self.rtt.on_sample(now - self._rtt_time)
             self._rtt_seq = None
+            self._backoff = 0  # RFC 6298 5.5 note: keep the backoff until a valid sample
         elif self._ts_ok and tsecr and self._rtt_seq is None:
             sample = ((self._tsval() - tsecr) & MASK) / 1000.0
             if sample < 3600:
                 self.rtt.on_sample(sample)
-        self._backoff = 0
+                self._backoff = 0
+        self._retries = 0
         self._ka_probes = 0
         if seq_gt(ack, self._recover):
             self._recover_passed = True
@@ -982,13 +1056,14 @@ class TcpConnection:
             limit = self.options.retries2
         ut = self.options.user_timeout
         timed_out = ut > 0 and self._unacked_since is not None and now - self._unacked_since >= ut
-        if self._backoff >= limit or timed_out:
+        if self._retries >= limit or timed_out:
             if st is _SYN_RECEIVED and self.passive:
                 self._set_state(_CLOSED)  # the listener forgets the half-open connection
             else:
                 what = "connection attempt" if st is _SYN_SENT else "connection"
-                self._fail(TimeoutError(f"{what} timed out after {self._backoff} retransmissions"))
+                self._fail(TimeoutError(f"{what} timed out after {self._retries} retransmissions"))
             return
+        self._retries += 1
         self._backoff += 1
         self._rtt_seq = None  # Karn's rule
         if st in (_SYN_SENT, _SYN_RECEIVED):
@@ -1004,7 +1079,7 @@ class TcpConnection:
             self._recover = self.snd_max
             self._recover_passed = False
             self._high_rxt = self.snd_una
-            if self._backoff >= 2:
+            if self._retries >= 2:
                 # Repeated timeouts: stop trusting SACK information in case the
                 # receiver reneged (RFC 2018 8, RFC 6675 5.1).
                 self._sacked = []
@@ -1020,7 +1095,8 @@ class TcpConnection:
         if self.state not in _SENDING or not self._unsent():
             return
         self._persist_backoff += 1
-        if self._persist_backoff > self.options.retries2:
+        self._probes_unanswered += 1
+        if self._probes_unanswered > self.options.retries2:
             self._fail(TimeoutError("peer's zero window never reopened (persist timeout)"))
             return
         if self.snd_wnd > 0:
@@ -1350,7 +1426,8 @@ class TcpConnection:
             "congestion": self.cc.name,
             "paws_drops": self.counters_paws,
             "backoff": self._backoff,
-            "probes": self._ka_probes + self._persist_backoff,
+            "retries": self._retries,
+            "probes": self._ka_probes + self._probes_unanswered,
             "segments_in": self.segments_in,
             "segments_out": self.segments_out,
         }
