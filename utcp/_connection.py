@@ -10,6 +10,7 @@ may have moved.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
 __all__ = ["Connection"]
+
+#: Silent unless the application configures logging: state changes (DEBUG),
+#: retransmissions (DEBUG), resets and timeouts (INFO), with the 4-tuple.
+logger = logging.getLogger("utcp")
+logger.addHandler(logging.NullHandler())
 
 _DEFAULT_RECEIVE = 65536
 
@@ -54,6 +60,8 @@ class Connection(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._done = trio.Event()  # the core reached CLOSED and the task ended
         self._blocked: list[bytes] = []
+        self._logged_state = core.state
+        self._logged_rtx = 0
 
     # ------------------------------------------------------------------
     # Properties
@@ -121,8 +129,36 @@ class Connection(trio.abc.HalfCloseableStream):
         self._wake_pending = True
         self._task_lot.unpark_all()
 
+    def _log_changes(self) -> None:
+        core = self._core
+        if core.state is not self._logged_state:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s: %s -> %s", self._tuple(), self._logged_state, core.state)
+            if core.error is not None:
+                logger.info("%s: %s", self._tuple(), core.error)
+            self._logged_state = core.state
+        if core.total_retransmits != self._logged_rtx:
+            if logger.isEnabledFor(logging.DEBUG):
+                info = core.info()
+                logger.debug(
+                    "%s: retransmission #%d (rto %.3fs, cwnd %d)",
+                    self._tuple(),
+                    core.total_retransmits,
+                    info["rto"],
+                    info["cwnd"],
+                )
+            self._logged_rtx = core.total_retransmits
+
+    def _tuple(self) -> str:
+        lh, lp = self._endpoint.local_address
+        return f"{lh}:{lp}/{self._core.local_port}<->{self._remote[0]}:{self._remote[1]}/{self._core.remote_port}"
+
     def _notify(self) -> None:
         """After any core input: flush, wake app waiters, re-arm the task if needed."""
+        if self._core.state is not self._logged_state or (
+            self._core.total_retransmits != self._logged_rtx
+        ):
+            self._log_changes()
         self._flush()
         if self._app_lot:
             self._app_lot.unpark_all()

@@ -11,14 +11,16 @@ from __future__ import annotations
 import errno
 import ipaddress
 import math
+import os
 import random
 import secrets
 import socket as _stdsocket
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 
@@ -27,6 +29,7 @@ from ._core.config import Options
 from ._core.connection import TcpConnection
 from ._core.endpoint import Address, EndpointCore, Key, ListenerCore
 from ._core.state import State
+from .pcap import PcapWriter
 
 __all__ = ["ConnectionInfo", "Endpoint", "Listener", "open_endpoint"]
 
@@ -137,8 +140,10 @@ class Endpoint:
         nursery: trio.Nursery,
         *,
         rng: random.Random | None = None,
+        pcap: PcapWriter | None = None,
     ) -> None:
         self._sock = sock
+        self._pcap = pcap
         self._family = sock.family
         self.options = options
         self._nursery = nursery
@@ -317,6 +322,7 @@ class Endpoint:
             conn = self._tw_conns.pop(key, None)
             if conn is not None:
                 conn._core.finish_time_wait()
+                conn._log_changes()
                 conn._done.set()
                 if conn._app_lot:
                     conn._app_lot.unpark_all()
@@ -343,7 +349,10 @@ class Endpoint:
     def _send_many(self, datagrams: list[bytes], remote: Address) -> list[bytes]:
         """Send without blocking; return what the socket could not take."""
         sendto = self._sock.sendto
+        pcap = self._pcap
         for i, d in enumerate(datagrams):
+            if pcap is not None:
+                pcap.write_segment(time.time(), self._local, remote, d)
             try:
                 sendto(d, remote)
             except BlockingIOError:
@@ -375,6 +384,8 @@ class Endpoint:
                     # timers deal with the silence.
                     core.counters["InIcmpErrs"] += 1
                     continue
+                if self._pcap is not None:
+                    self._pcap.write_segment(time.time(), addr, self._local, data)
                 hit = core.receive(data, (addr[0], addr[1]), now)
                 if hit is not None:
                     touched.add(hit)
@@ -439,6 +450,7 @@ async def open_endpoint(
     local_address: tuple[str, int] = ("127.0.0.1", 0),
     *,
     rng: random.Random | None = None,
+    pcap: str | os.PathLike[str] | BinaryIO | None = None,
     **options: Any,
 ) -> AsyncIterator[Endpoint]:
     """Bind a UDP socket at ``local_address`` and run a utcp endpoint on it.
@@ -449,6 +461,11 @@ async def open_endpoint(
     connections the application did not close finish gracefully for up to
     ``close_timeout`` seconds, then resets what is left and drops TIME_WAIT
     entries.  ``rng`` seeds ephemeral port choice (for reproducible tests).
+
+    ``pcap`` (a path or a binary file) records every segment sent and received
+    as a libpcap capture that Wireshark and tshark show as TCP (see
+    ``docs/captures.md``); a path is closed with the endpoint, a file object is
+    only flushed.
     """
     host, port = _split_address(local_address)
     opts = Options().replace(**options)
@@ -461,6 +478,7 @@ async def open_endpoint(
         ip = ipaddress.ip_address(str(infos[0][4][0]))
         host = str(infos[0][4][0])
     family = _stdsocket.AF_INET6 if ip.version == 6 else _stdsocket.AF_INET
+    writer = PcapWriter(pcap) if pcap is not None else None
     sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
@@ -477,7 +495,7 @@ async def open_endpoint(
         # catch ConnectionRefusedError etc. directly, not inside an ExceptionGroup.
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
-            endpoint = Endpoint(sock, opts, nursery, rng=rng)
+            endpoint = Endpoint(sock, opts, nursery, rng=rng, pcap=writer)
             nursery.start_soon(endpoint._receive_loop, name="utcp-receive-loop")
             nursery.start_soon(endpoint._time_wait_reaper, name="utcp-time-wait")
             try:
@@ -497,3 +515,5 @@ async def open_endpoint(
                 body_error = None
     finally:
         sock.close()
+        if writer is not None:
+            writer.close()
