@@ -235,6 +235,7 @@ class Endpoint:
             conn.abort()
             raise
         if core.state is State.CLOSED:
+            self._core.remove(core)  # gone from connections() at once, not when its task ends
             raise conn._failure()
         core.start_keepalive(trio.current_time())
         return conn
@@ -439,7 +440,9 @@ class Endpoint:
                 ):
                     await self._idle_lot.park()
         for conn in list(self._conns.values()):
-            if conn._core.state not in (State.CLOSED, State.TIME_WAIT):
+            # FIN_WAIT_2 means our data and FIN were acknowledged: drop it quietly,
+            # as TIME_WAIT entries are dropped; reset only what is still unfinished.
+            if conn._core.state not in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT_2):
                 conn._core.abort(trio.current_time())
             conn._flush()
         self._closed = True

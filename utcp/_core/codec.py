@@ -33,6 +33,7 @@ __all__ = [
     "checksum",
     "decode",
     "encode",
+    "encode_fields",
     "flags_str",
 ]
 
@@ -266,6 +267,42 @@ def encode(seg: Segment) -> bytes:
     ) % 0xFFFF
     csum = (~total) & 0xFFFF if total else 0
     return b"".join((header[:16], _U16.pack(csum), header[18:], opts, payload))
+
+
+_HDR_TS = struct.Struct("!HHIIHHHHBBBBII")  # header + NOP NOP TS(10): 32 bytes
+
+
+def encode_fields(
+    src_port: int,
+    dst_port: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    payload: bytes | bytearray | memoryview,
+    ts: tuple[int, int] | None,
+) -> bytes:
+    """Fast path of :func:`encode` for the common segment: no options but timestamps.
+
+    Produces exactly the bytes ``encode(Segment(..., timestamps=ts))`` would.
+    """
+    if ts is None:
+        header = HEADER.pack(src_port, dst_port, seq, ack, 0x5000 | flags, window, 0, 0)
+    else:
+        header = _HDR_TS.pack(
+            src_port, dst_port, seq, ack, 0x8000 | flags, window, 0, 0, 1, 1, 8, 10, ts[0], ts[1]
+        )
+    hv = int.from_bytes(header, "big")
+    n = len(header) + len(payload)
+    if payload:
+        pv = int.from_bytes(payload, "big")
+        if len(payload) & 1:
+            pv <<= 8
+        total = (hv + pv + 6 + n) % 0xFFFF
+    else:
+        total = (hv + 6 + n) % 0xFFFF
+    csum = (~total) & 0xFFFF if total else 0
+    return b"".join((header[:16], _U16.pack(csum), header[18:], payload))
 
 
 def _decode_options(seg: Segment, opts: bytes) -> None:

@@ -23,6 +23,9 @@ class State(enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    # Identity hashing at C speed: states are looked up in sets on every segment.
+    __hash__ = object.__hash__
+
 
 #: States in which both sequence spaces are synchronized (RFC 9293 3.5).
 SYNCHRONIZED = frozenset(

@@ -7,7 +7,8 @@ ISN of its SYN-ACK is a cookie, built as Linux builds its own from
 * a 5-bit time counter (64-second slots),
 * a 3-bit index into a table of common MSS values,
 * a 24-bit keyed MAC (HMAC-SHA256 from the ``cryptography`` package) over the
-  4-tuple, the client's ISN and the time counter.
+  4-tuple, the client's ISN and the full time counter (only its low 5 bits
+  travel in the cookie; the checker rebuilds the rest from its own clock).
 
 The client's ACK carries ``cookie + 1``; if the MAC verifies and the counter
 is at most :data:`MAX_AGE_SLOTS` old, the connection is created directly in
@@ -30,8 +31,10 @@ MAX_AGE_SLOTS = 2  # about two minutes, as Linux's MAX_SYNCOOKIE_AGE
 
 
 def _mac(secret: bytes, tuple_id: bytes, client_isn: int, slot: int) -> int:
+    # The MAC covers the full slot counter, not just the 5 bits the cookie
+    # carries, so a cookie never verifies again 32 slots later (as Linux).
     h = hmac.HMAC(secret, hashes.SHA256())
-    h.update(tuple_id + client_isn.to_bytes(4, "big") + (slot & 0x1F).to_bytes(1, "big"))
+    h.update(tuple_id + client_isn.to_bytes(4, "big") + slot.to_bytes(8, "big", signed=True))
     return int.from_bytes(h.finalize()[:3], "big")
 
 
@@ -45,18 +48,18 @@ def make_cookie(secret: bytes, tuple_id: bytes, client_isn: int, mss: int, now: 
     for i, value in enumerate(MSS_TABLE):
         if value <= mss:
             index = i
-    slot = _slot(now) & 0x1F
-    return ((slot << 27) | (index << 24) | _mac(secret, tuple_id, client_isn, slot)) & MASK
+    slot = _slot(now)
+    return (((slot & 0x1F) << 27) | (index << 24) | _mac(secret, tuple_id, client_isn, slot)) & MASK
 
 
 def check_cookie(
     secret: bytes, tuple_id: bytes, client_isn: int, cookie: int, now: float
 ) -> int | None:
     """The MSS encoded in a valid, fresh ``cookie``; None if forged or stale."""
-    slot = (cookie >> 27) & 0x1F
-    age = (_slot(now) - slot) & 0x1F
+    current = _slot(now)
+    age = (current - (cookie >> 27)) & 0x1F
     if age > MAX_AGE_SLOTS:
         return None
-    if _mac(secret, tuple_id, client_isn, slot) != cookie & 0xFFFFFF:
+    if _mac(secret, tuple_id, client_isn, current - age) != cookie & 0xFFFFFF:
         return None
     return MSS_TABLE[(cookie >> 24) & 0x7]
