@@ -559,8 +559,9 @@ class TcpConnection:
             return False  # acks something not sent, or an old ACK
         if d == 0 and n == 0:
             return False  # a duplicate ACK: the full path counts it
-        if (seg.window << self.snd_wscale) != self.snd_wnd:
-            return False
+        wnd_field = seg.window << self.snd_wscale
+        if wnd_field == 0 and self.snd_wnd != 0:
+            return False  # the window closes: the full path arms the persist timer
         self._now = now
         self.segments_in += 1
         if ts is not None and seg.seq == self._last_ack_sent:
@@ -571,8 +572,16 @@ class TcpConnection:
             self._ack_advances(ack, now, ts[1] if ts is not None else 0)
         wl1 = self.snd_wl1
         if seq_lt(wl1, seg.seq) or (wl1 == seg.seq and seq_le(self.snd_wl2, ack)):
+            # RFC 9293 3.10.7.4 fifth: window update (SND.UNA =< SEG.ACK holds here)
             self.snd_wl1 = seg.seq
             self.snd_wl2 = ack
+            if wnd_field != self.snd_wnd:
+                self.snd_wnd = wnd_field
+                if wnd_field > self.max_snd_wnd:
+                    self.max_snd_wnd = wnd_field
+                if wnd_field:
+                    self._persist_deadline = None
+                    self._persist_backoff = 0
         if n:
             self._rcvq += payload
             self.rcv_nxt = (self.rcv_nxt + n) & MASK
