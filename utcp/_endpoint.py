@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import trio
 
+from . import _udp
 from ._connection import Connection
 from ._core.config import Options
 from ._core.connection import TcpConnection
@@ -34,6 +35,8 @@ from .pcap import PcapWriter
 __all__ = ["ConnectionInfo", "Endpoint", "Listener", "open_endpoint"]
 
 _RECV_SIZE = 65536
+#: sendmsg errors that mean "this kernel or device cannot do UDP GSO"
+_GSO_ERRORS = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 _SOCKET_BUFFER = 4 * 1024 * 1024
 
 
@@ -141,9 +144,13 @@ class Endpoint:
         *,
         rng: random.Random | None = None,
         pcap: PcapWriter | None = None,
+        offload: bool | None = None,
     ) -> None:
         self._sock = sock
         self._pcap = pcap
+        use = offload is not False
+        self._gso = use and _udp.gso_supported(sock)
+        self._gro = use and _udp.enable_gro(sock)
         self._family = sock.family
         self.options = options
         self._nursery = nursery
@@ -348,19 +355,54 @@ class Endpoint:
                 conn._notify()
 
     def _send_many(self, datagrams: list[bytes], remote: Address) -> list[bytes]:
-        """Send without blocking; return what the socket could not take."""
+        """Send without blocking; return what the socket could not take.
+
+        With GSO, each run of equal-sized datagrams (plus one shorter tail)
+        goes out in one ``sendmsg``.
+        """
+        if self._pcap is not None:
+            stamp = time.time()
+            for d in datagrams:
+                self._pcap.write_segment(stamp, self._local, remote, d)
+        counters = self._core.counters
         sendto = self._sock.sendto
-        pcap = self._pcap
-        for i, d in enumerate(datagrams):
-            if pcap is not None:
-                pcap.write_segment(time.time(), self._local, remote, d)
+        n = len(datagrams)
+        i = 0
+        while i < n:
+            d = datagrams[i]
+            j = i + 1
+            if self._gso and j < n:
+                size = len(d)
+                total = size
+                while (
+                    j < n
+                    and j - i < _udp.MAX_GSO_SEGMENTS
+                    and total + len(datagrams[j]) <= _udp.MAX_GSO_BYTES
+                ):
+                    nxt = len(datagrams[j])
+                    if nxt > size:
+                        break
+                    total += nxt
+                    j += 1
+                    if nxt < size:
+                        break  # a shorter datagram can only end a run
             try:
-                sendto(d, remote)
+                if j - i > 1:
+                    self._sock.sendmsg([b"".join(datagrams[i:j])], _udp.gso_cmsg(len(d)), 0, remote)
+                    counters["OutGsoSends"] += 1
+                else:
+                    sendto(d, remote)
             except BlockingIOError:
+                counters["OutSegs"] += i
                 return datagrams[i:]
-            except OSError:
-                self._core.counters["OutErrs"] += 1
-        self._core.counters["OutSegs"] += len(datagrams)
+            except OSError as exc:
+                if j - i > 1 and exc.errno in _GSO_ERRORS:
+                    self._gso = False  # the kernel or device refuses: fall back for good
+                    counters["GsoDisabled"] += 1
+                    continue
+                counters["OutErrs"] += 1
+            i = j
+        counters["OutSegs"] += n
         return []
 
     async def _wait_writable(self) -> None:
@@ -371,13 +413,19 @@ class Endpoint:
         core = self._core
         conns = self._conns
         recvfrom = sock.recvfrom
+        recvmsg = sock.recvmsg
+        gro = self._gro
+        cmsg_space = _udp.GRO_CMSG_SPACE
         while True:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
             touched: set[TcpConnection] = set()
             for _ in range(1024):
                 try:
-                    data, addr = recvfrom(_RECV_SIZE)
+                    if gro:
+                        data, anc, _flags, addr = recvmsg(_RECV_SIZE, cmsg_space)
+                    else:
+                        data, addr = recvfrom(_RECV_SIZE)
                 except BlockingIOError:
                     break
                 except OSError:
@@ -385,11 +433,19 @@ class Endpoint:
                     # timers deal with the silence.
                     core.counters["InIcmpErrs"] += 1
                     continue
-                if self._pcap is not None:
-                    self._pcap.write_segment(time.time(), addr, self._local, data)
-                hit = core.receive(data, (addr[0], addr[1]), now)
-                if hit is not None:
-                    touched.add(hit)
+                remote = (addr[0], addr[1])
+                size = _udp.gro_size(anc) if gro and anc else 0
+                if size and len(data) > size:
+                    core.counters["InGroBatches"] += 1
+                    parts = [data[k : k + size] for k in range(0, len(data), size)]
+                else:
+                    parts = [data]
+                for part in parts:
+                    if self._pcap is not None:
+                        self._pcap.write_segment(time.time(), addr, self._local, part)
+                    hit = core.receive(part, remote, now)
+                    if hit is not None:
+                        touched.add(hit)
             if core.outbox:
                 for d, remote in core.outbox:
                     self._send_many([d], remote)
@@ -454,6 +510,7 @@ async def open_endpoint(
     *,
     rng: random.Random | None = None,
     pcap: str | os.PathLike[str] | BinaryIO | None = None,
+    offload: bool | None = None,
     **options: Any,
 ) -> AsyncIterator[Endpoint]:
     """Bind a UDP socket at ``local_address`` and run a utcp endpoint on it.
@@ -469,6 +526,10 @@ async def open_endpoint(
     as a libpcap capture that Wireshark and tshark show as TCP (see
     ``docs/captures.md``); a path is closed with the endpoint, a file object is
     only flushed.
+
+    ``offload`` controls Linux UDP GSO/GRO batching: ``None`` (default) uses
+    them when the kernel supports them, ``False`` sends and receives one
+    datagram per system call.
     """
     host, port = _split_address(local_address)
     opts = Options().replace(**options)
@@ -498,7 +559,7 @@ async def open_endpoint(
         # catch ConnectionRefusedError etc. directly, not inside an ExceptionGroup.
         body_error: BaseException | None = None
         async with trio.open_nursery() as nursery:
-            endpoint = Endpoint(sock, opts, nursery, rng=rng, pcap=writer)
+            endpoint = Endpoint(sock, opts, nursery, rng=rng, pcap=writer, offload=offload)
             nursery.start_soon(endpoint._receive_loop, name="utcp-receive-loop")
             nursery.start_soon(endpoint._time_wait_reaper, name="utcp-time-wait")
             try:
