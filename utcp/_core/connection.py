@@ -1245,20 +1245,30 @@ class TcpConnection:
                 flight_now = pipe
             sndbuf_len = len(self._sndbuf)
             nodelay = self.options.nodelay
+            seg_max = mss - self._sack_option_len() if self._ooo else mss
+            cc = self.cc
             while True:
-                if self._sacked and seq_lt(self.snd_nxt, self.snd_max):
+                snd_nxt = self.snd_nxt
+                sacked = self._sacked and seq_lt(snd_nxt, self.snd_max)
+                if sacked:
                     self._skip_sacked()
-                off = seq_sub(self.snd_nxt, self._snd_buf_seq)
+                    snd_nxt = self.snd_nxt
+                off = (snd_nxt - self._snd_buf_seq) & MASK
+                if off >= HALF:
+                    off -= 1 << 32
                 avail = sndbuf_len - off
-                fin_pending = self.fin_queued and seq_le(self.snd_nxt, self._fin_seq)
+                fin_pending = self.fin_queued and seq_le(snd_nxt, self._fin_seq)
                 if avail <= 0 and not fin_pending:
                     break
-                in_flight = seq_sub(self.snd_nxt, self.snd_una)
-                cwnd_room = self.cc.cwnd - (flight_now if sack_recovery else in_flight)
-                usable = min(self.snd_wnd - in_flight, cwnd_room)
-                seg_max = mss - self._sack_option_len()
-                n = min(avail, seg_max, usable)
-                if self._sacked and seq_lt(self.snd_nxt, self.snd_max):
+                in_flight = (snd_nxt - self.snd_una) & MASK
+                cwnd_room = cc.cwnd - (flight_now if sack_recovery else in_flight)
+                usable = self.snd_wnd - in_flight
+                if cwnd_room < usable:
+                    usable = cwnd_room
+                n = avail if avail < seg_max else seg_max
+                if usable < n:
+                    n = usable
+                if sacked:
                     n = min(n, self._room_before_sacked())
                 if n < 0:
                     n = 0
@@ -1279,10 +1289,10 @@ class TcpConnection:
                     flight_now += sent
                 force = False
             if (
-                self._unsent() > 0
-                and self.snd_una == self.snd_nxt
-                and self._rtx_deadline is None
+                self._rtx_deadline is None
                 and self._persist_deadline is None
+                and self.snd_una == self.snd_nxt
+                and self._unsent() > 0
             ):
                 # Nothing in flight and the window blocks us: arm the persist timer.
                 self._persist_deadline = now + self.rtt.backed_off(self._persist_backoff)
@@ -1309,11 +1319,12 @@ class TcpConnection:
 
         Returns the sequence space it covered.
         """
-        room = self.snd_mss - self._sack_option_len()
-        if n > room:
-            n = room
-            fin = False
-        payload = bytes(self._sndbuf[off : off + n]) if n else b""
+        if self._ooo:
+            room = self.snd_mss - self._sack_option_len()
+            if n > room:
+                n = room
+                fin = False
+        payload = self._sndbuf[off : off + n] if n else b""
         flags = ACK
         if fin:
             flags |= FIN
@@ -1368,13 +1379,19 @@ class TcpConnection:
         self.segments_out += 1
         self._out.append(encode(seg))
 
-    def _emit_ack_bearing(self, seq: int, flags: int, payload: bytes) -> None:
+    def _emit_ack_bearing(self, seq: int, flags: int, payload: bytes | bytearray) -> None:
         """Emit an ACK-bearing segment (data, FIN or pure ACK): the per-segment hot path."""
         window = self._window_field()
         if self._sack_ok and self._ooo:
             self._emit(
                 Segment(
-                    self.local_port, self.remote_port, seq, self.rcv_nxt, flags, window, payload
+                    self.local_port,
+                    self.remote_port,
+                    seq,
+                    self.rcv_nxt,
+                    flags,
+                    window,
+                    bytes(payload),
                 )
             )
             return
