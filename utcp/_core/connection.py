@@ -698,7 +698,9 @@ class TcpConnection:
                 syn = False
                 self._ack_now = True
             else:
-                if not f & RST:
+                if syn and not f & RST:
+                    self._challenge_ack()  # RFC 5961 4.2: any SYN, whatever its sequence number
+                elif not f & RST:
                     self._ack_now = True  # send <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
                 return
 
