@@ -55,6 +55,7 @@ class Connection(trio.abc.HalfCloseableStream):
         self._app_lot = trio.lowlevel.ParkingLot()
         self._wake_pending = False
         self._sleep_until = math.inf
+        self._sleep_scope: trio.CancelScope | None = None
         self._closed = False  # the application called close()/aclose()/abort()
         self._sending = False
         self._receiving = False
@@ -164,14 +165,20 @@ class Connection(trio.abc.HalfCloseableStream):
             self._app_lot.unpark_all()
         if self._endpoint._closing:
             self._endpoint._idle_lot.unpark_all()
-        deadline = self._core.get_timer()
         st = self._core.state
-        if (
-            st is State.CLOSED
-            or st is State.TIME_WAIT
-            or (deadline is not None and deadline < self._sleep_until)
-        ):
+        if st is State.CLOSED or st is State.TIME_WAIT:
             self._wake()
+            return
+        deadline = self._core.get_timer()
+        if deadline is not None and deadline < self._sleep_until:
+            scope = self._sleep_scope
+            if scope is not None:
+                # Move the sleeping task's alarm earlier instead of waking it:
+                # no task switch per segment for delayed-ACK or RTO timers.
+                scope.deadline = deadline
+                self._sleep_until = deadline
+            else:
+                self._wake()
 
     async def _run(self) -> None:
         """The connection's own task: timers, blocked sends, and cleanup."""
@@ -192,8 +199,10 @@ class Connection(trio.abc.HalfCloseableStream):
                     continue
                 deadline = core.get_timer()
                 self._sleep_until = math.inf if deadline is None else deadline
-                with trio.move_on_at(self._sleep_until):
+                with trio.move_on_at(self._sleep_until) as scope:
+                    self._sleep_scope = scope
                     await self._task_lot.park()
+                self._sleep_scope = None
                 self._sleep_until = math.inf
                 self._wake_pending = False
                 now = trio.current_time()
@@ -207,10 +216,17 @@ class Connection(trio.abc.HalfCloseableStream):
                 self._done.set()
             self._app_lot.unpark_all()
 
-    async def _wait_for(self, ready: Callable[[], bool]) -> None:
-        """Block until ``ready()`` is true (checked after every core event)."""
+    async def _wait_for(self, ready: Callable[[], bool]) -> bool:
+        """Block until ``ready()`` is true (checked after every core event).
+
+        Returns whether it had to wait: parking is a full checkpoint, so a caller
+        that waited need not add another (one task switch less per message).
+        """
+        waited = False
         while not ready():
+            waited = True
             await self._app_lot.park()
+        return waited
 
     # ------------------------------------------------------------------
     # Errors
@@ -248,6 +264,7 @@ class Connection(trio.abc.HalfCloseableStream):
             view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
             total = len(view)
             off = 0
+            waited = False
             while True:
                 self._check_open()
                 if not core.can_send:
@@ -259,10 +276,12 @@ class Connection(trio.abc.HalfCloseableStream):
                         self._notify()
                 if off >= total:
                     break
-                await self._wait_for(
+                if await self._wait_for(
                     lambda: self._closed or not core.can_send or core.send_space > 0
-                )
-            await trio.lowlevel.cancel_shielded_checkpoint()
+                ):
+                    waited = True
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
@@ -283,7 +302,7 @@ class Connection(trio.abc.HalfCloseableStream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             core = self._core
-            await self._wait_for(
+            waited = await self._wait_for(
                 lambda: (
                     self._closed
                     or core.readable > 0
@@ -295,10 +314,12 @@ class Connection(trio.abc.HalfCloseableStream):
             if core.readable:
                 data = core.read(max_bytes, trio.current_time())
                 self._notify()
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
             if core.fin_received and core.error is None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return b""
             raise self._failure()
         finally:

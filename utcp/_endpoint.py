@@ -546,11 +546,7 @@ async def open_endpoint(
     sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        for opt in (_stdsocket.SO_RCVBUF, _stdsocket.SO_SNDBUF):
-            try:
-                sock.setsockopt(_stdsocket.SOL_SOCKET, opt, _SOCKET_BUFFER)
-            except OSError:  # pragma: no cover - platform limits
-                pass
+        _udp.set_buffers(sock, _SOCKET_BUFFER)
         try:
             sock.bind((host, port))
         except OSError as exc:

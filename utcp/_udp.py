@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+from typing import Any
 
 __all__ = [
     "GRO_CMSG_SPACE",
@@ -32,6 +33,27 @@ MAX_GSO_BYTES = 65000  # stays under the 64 KiB IP datagram limit with headers
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _U16 = struct.Struct("=H")
 _INT = struct.Struct("=i")
+
+
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def set_buffers(sock: socket.socket | Any, size: int) -> None:
+    """Ask for ``size``-byte kernel buffers both ways.
+
+    The kernel caps ``SO_RCVBUF``/``SO_SNDBUF`` at ``net.core.rmem_max`` /
+    ``wmem_max`` (often only 208 KiB), which drops bursts within a congestion
+    window; a privileged process may exceed the cap with the ``*FORCE``
+    variants, which are tried when the plain request was capped.
+    """
+    for opt, force in ((socket.SO_RCVBUF, SO_RCVBUFFORCE), (socket.SO_SNDBUF, SO_SNDBUFFORCE)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+            if sock.getsockopt(socket.SOL_SOCKET, opt) < size and sys.platform.startswith("linux"):
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            pass  # not permitted or not supported: keep what we got
 
 
 def gso_supported(sock: socket.socket) -> bool:

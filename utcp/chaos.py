@@ -39,7 +39,10 @@ from typing import Any
 
 import trio
 
+from ._udp import set_buffers
 from .netem import Impairment, Link, LinkStats
+
+_SOCKET_BUFFER = 4 * 1024 * 1024
 
 __all__ = [
     "ChaosRelay",
@@ -220,6 +223,7 @@ class ChaosRelay:
         listen_family, listen_addr = await _resolve(*self.listen, passive=True)
         self._forward_family, self._forward_addr = await _resolve(*self.forward, passive=False)
         sock = trio.socket.socket(listen_family, _stdlib_socket.SOCK_DGRAM)
+        set_buffers(sock, _SOCKET_BUFFER)  # bursts of a TCP window must not overflow the kernel
         try:
             try:
                 await sock.bind(listen_addr)
@@ -252,6 +256,7 @@ class ChaosRelay:
         index = self._next_index
         self._next_index += 1
         upstream = trio.socket.socket(self._forward_family, _stdlib_socket.SOCK_DGRAM)
+        set_buffers(upstream, _SOCKET_BUFFER)
 
         def link(imp: Impairment, direction: str) -> Link:
             return Link(
