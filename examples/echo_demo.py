@@ -8,16 +8,13 @@ few lines, prints what comes back, and shows the connection table.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import trio
 
 import utcp
-
-try:
-    from echo_server import serve
-except ImportError:  # imported as examples.echo_demo
-    from examples.echo_server import serve
+from utcp.apps.echo import serve
 
 LINES = [b"hello over utcp\n", b"TCP state machine, on UDP datagrams\n", b"bye\n"]
 
@@ -46,7 +43,8 @@ async def demo() -> None:
     print("echo demo OK")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n", 1)[0]).parse_args(argv)
     trio.run(demo)
     return 0
 

@@ -14,6 +14,7 @@ from ._core.codec import CodecError, Segment
 from ._core.config import Options
 from ._core.state import State
 from ._endpoint import ConnectionInfo, Endpoint, Listener, open_endpoint
+from ._highlevel import open_listeners, open_stream, serve
 
 __all__ = [
     "CodecError",
@@ -25,6 +26,9 @@ __all__ = [
     "Segment",
     "State",
     "open_endpoint",
+    "open_listeners",
+    "open_stream",
+    "serve",
 ]
 
 __version__ = "0.1.0"

@@ -12,13 +12,15 @@ decorator::
     def _echo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ...
 
-Only ``chaos`` is implemented so far.
+``chaos`` is implemented here; the applications (``echo-server``, ``echo``,
+``chat-server``, ``chat``, ``recv``, ``send``, ``http-server``,
+``http-get``) live in :mod:`utcp.apps`, shared with ``examples/``, and are
+registered from their :class:`utcp.apps.App` descriptions.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Any
 
 import trio
 
+from .apps import App, chat, echo, filexfer, http, parse_hostport
 from .chaos import ChaosRelay
 from .netem import Impairment
 
@@ -86,42 +89,6 @@ def command(
 
 
 # -- argument types ------------------------------------------------------
-
-
-def parse_hostport(
-    text: str, *, allow_empty_host: bool = False, allow_zero_port: bool = False
-) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` or ``[IPV6]:PORT`` into ``(host, port)``.
-
-    Raises :class:`ValueError` with a short message on bad input.
-    """
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or text[end + 1 : end + 2] != ":":
-            raise ValueError(f"expected [IPV6]:PORT, got {text!r}")
-        host = text[1:end]
-        port_text = text[end + 2 :]
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
-        if ":" in host:
-            raise ValueError(f"write IPv6 addresses in brackets, as [ADDR]:PORT (got {text!r})")
-        if not host and not allow_empty_host:
-            raise ValueError(f"missing host in {text!r}")
-        if any(c.isspace() for c in host):
-            raise ValueError(f"bad host {host!r}")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"bad port {port_text!r} in {text!r}")
-    port = int(port_text)
-    if port > 65535 or (port == 0 and not allow_zero_port):
-        low = 0 if allow_zero_port else 1
-        raise ValueError(f"port must be in {low}..65535, got {port}")
-    return host, port
 
 
 def _argtype(func: Callable[[str], Any], name: str) -> Callable[[str], Any]:
@@ -393,6 +360,24 @@ def _chaos(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _print("interrupted")
     _print(f"final stats: {relay.stats.summary()}")
     return 0
+
+
+# -- applications (utcp.apps) -----------------------------------------------
+
+APPS: tuple[App, ...] = (
+    echo.SERVER,
+    echo.CLIENT,
+    chat.SERVER,
+    chat.CLIENT,
+    filexfer.RECEIVER,
+    filexfer.SENDER,
+    http.SERVER,
+    http.CLIENT,
+)
+"""The applications registered as subcommands, in ``--help`` order."""
+
+for _app in APPS:
+    command(_app.name, _app.help, _app.configure, usage=_app.usage)(_app.run)
 
 
 # -- entry point -------------------------------------------------------------

@@ -317,7 +317,9 @@ class Connection(trio.abc.HalfCloseableStream):
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
-            if core.fin_received and core.error is None:
+            if core.fin_received:
+                # EOF once the peer's FIN arrived, even if a RST came after it
+                # (Linux's tcp_recvmsg checks SOCK_DONE before the socket error).
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return b""

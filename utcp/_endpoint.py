@@ -496,9 +496,11 @@ class Endpoint:
                 ):
                     await self._idle_lot.park()
         for conn in list(self._conns.values()):
-            # FIN_WAIT_2 means our data and FIN were acknowledged: drop it quietly,
-            # as TIME_WAIT entries are dropped; reset only what is still unfinished.
-            if conn._core.state not in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT_2):
+            # Whatever is not finished is reset, FIN_WAIT_2 included, so the peer is
+            # not left retransmitting its FIN to a socket that is gone. A peer that
+            # already received our FIN still reads b"" (EOF) first, as on Linux.
+            # TIME_WAIT entries are simply dropped with the socket they guarded.
+            if conn._core.state not in (State.CLOSED, State.TIME_WAIT):
                 conn._core.abort(trio.current_time())
             conn._flush()
         self._closed = True
