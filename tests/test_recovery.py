@@ -332,14 +332,6 @@ def test_sack_recovery_retransmits_only_the_holes() -> None:
     assert s.conn.get_timer() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: entering SACK recovery sends nothing when cwnd - pipe < SMSS; RFC 6675 5 "
-        "step (4.3) retransmits the first lost segment at once (_enter_recovery leaves it "
-        "to the pipe loop in _transmit)"
-    ),
-)
 def test_sack_recovery_retransmits_first_hole_on_entry() -> None:
     s = Script(sack=True, nodelay=True)
     establish_with(s, peer_window=BIG, peer_sack=True)
@@ -636,14 +628,6 @@ def test_syn_timeout_after_syn_retries_raises_timeout_error() -> None:
 # Go-back-N and the sequence number of ACKs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: after an RTO, go-back-N rewinds snd_nxt and pure ACKs carry "
-        "SEQ=snd_nxt, below the peer's RCV.NXT; a RFC 9293 receiver finds such an ACK "
-        "unacceptable and ignores its ACK field (see test_sim.py deadlock test)"
-    ),
-)
 def test_ack_after_rto_carries_highest_sequence_number_sent() -> None:
     s = Script(rto_min=1.0, nodelay=True)
     s.establish_active(peer_window=BIG)

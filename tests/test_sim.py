@@ -21,14 +21,14 @@ of corrupt datagrams pass it; the simulator counts those
 in which one slipped through cannot promise intact data, so it checks the
 counters only; every other cell checks everything.
 
-Cells marked xfail hit one of two core bugs (each also has a focused test
-below and in test_recovery.py):
+Two core bugs the grid once exposed are now fixed; their focused regression
+tests stay below and in test_recovery.py:
 
-* ``ACK_SEQ_BUG``: go-back-N after an RTO rewinds SND.NXT and pure ACKs carry
+* go-back-N after an RTO rewinds SND.NXT and pure ACKs carry
   that stale sequence number; the peer finds them unacceptable and ignores
   their ACK field.  When both sides are in that state neither learns what
   the other received: they exchange useless ACKs until ``retries2`` gives up.
-* ``TIME_WAIT_BUG``: a TIME_WAIT record answers an in-window pure ACK with an
+* a TIME_WAIT record answers an in-window pure ACK with an
   ACK; after a simultaneous close two TIME_WAIT records ACK each other for 2
   MSL, and with duplication the exchange grows exponentially.
 
@@ -62,16 +62,6 @@ MiB = 1 << 20
 DELAY = 0.01
 MSL = 2.0
 BUDGET = 100_000  # datagrams per run: a storm fails fast instead of hanging
-
-ACK_SEQ_BUG = (
-    "BUG: after an RTO, go-back-N rewinds snd_nxt and pure ACKs carry SEQ=snd_nxt below "
-    "the peer's RCV.NXT; the peer drops their ACK field (RFC 9293 acceptability test), "
-    "both sides stall and time out after retries2"
-)
-TIME_WAIT_BUG = (
-    "BUG: TimeWait.handle answers an in-window pure ACK with an ACK; two TIME_WAIT "
-    "records after a simultaneous close ACK each other (exponentially with duplication)"
-)
 
 
 def payloads(seed: int, size: int = MiB, server_size: int | None = None) -> tuple[bytes, bytes]:
@@ -133,26 +123,13 @@ DUP = (0.0, 0.1)
 REORDER = (0.0, 0.2)
 CORRUPT = (0.0, 0.02)
 
-KNOWN_BUGS: dict[tuple[int, float, float, float, float], str] = {
-    (1, 0.0, 0.1, 0.2, 0.0): TIME_WAIT_BUG,
-    (1, 0.0, 0.1, 0.2, 0.02): TIME_WAIT_BUG,
-    (1, 0.15, 0.0, 0.0, 0.02): ACK_SEQ_BUG,
-    (1, 0.3, 0.0, 0.0, 0.0): ACK_SEQ_BUG,
-    (1, 0.3, 0.1, 0.2, 0.0): ACK_SEQ_BUG,
-    (1, 0.3, 0.1, 0.2, 0.02): ACK_SEQ_BUG,
-    (2, 0.3, 0.1, 0.2, 0.0): ACK_SEQ_BUG,
-}
-
 
 def _grid() -> list[Any]:
     cells = []
     for cell in itertools.product(SEEDS, LOSS, DUP, REORDER, CORRUPT):
         seed, loss, dup, reorder, corrupt = cell
-        marks = []
-        if cell in KNOWN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[cell]))
         cid = f"s{seed}-loss{loss:g}-dup{dup:g}-reord{reorder:g}-corr{corrupt:g}"
-        cells.append(pytest.param(*cell, marks=marks, id=cid))
+        cells.append(pytest.param(*cell, id=cid))
     return cells
 
 
@@ -172,20 +149,13 @@ def test_delivery_grid(seed: int, loss: float, dup: float, reorder: float, corru
 # ---------------------------------------------------------------------------
 # Congestion control and SACK under loss
 
-CC_BUGS = {
-    (1, "newreno", False, True): ACK_SEQ_BUG,
-    (1, "cubic", False, True): ACK_SEQ_BUG,
-    (1, "cubic", False, False): ACK_SEQ_BUG,
-}
-
 
 def _cc_cells() -> list[Any]:
     cells = []
     for cell in itertools.product((1, 3), ("newreno", "cubic"), (True, False), (True, False)):
         seed, cc, sack, ts = cell
-        marks = [pytest.mark.xfail(strict=True, reason=CC_BUGS[cell])] if cell in CC_BUGS else []
         cid = f"s{seed}-{cc}-{'sack' if sack else 'nosack'}-{'ts' if ts else 'nots'}"
-        cells.append(pytest.param(*cell, marks=marks, id=cid))
+        cells.append(pytest.param(*cell, id=cid))
     return cells
 
 
@@ -207,7 +177,6 @@ def test_congestion_control_and_sack_under_loss(
 # Focused reproductions of the two bugs
 
 
-@pytest.mark.xfail(strict=True, reason=ACK_SEQ_BUG)
 def test_no_mutual_ack_deadlock_after_go_back_n() -> None:
     # 5 % loss each way, no SACK, no timestamps: both sides time out at
     # t = 925 s with the data only partly delivered.  Each keeps sending ACKs
@@ -218,7 +187,6 @@ def test_no_mutual_ack_deadlock_after_go_back_n() -> None:
     assert r.intact
 
 
-@pytest.mark.xfail(strict=True, reason=TIME_WAIT_BUG)
 def test_time_wait_ignores_in_window_ack() -> None:
     # A simultaneous close leaves both sides in TIME_WAIT.  A duplicate of the
     # client's last ACK then reaches the server's TIME_WAIT record: RFC 9293
@@ -401,9 +369,7 @@ def test_rate_limit_bounds_goodput() -> None:
     "both_ways",
     [
         pytest.param(False, id="one-way"),
-        pytest.param(
-            True, id="both-ways", marks=pytest.mark.xfail(strict=True, reason=ACK_SEQ_BUG)
-        ),
+        pytest.param(True, id="both-ways"),
     ],
 )
 def test_blackout_mid_transfer_is_survived(both_ways: bool) -> None:

@@ -502,7 +502,7 @@ class TcpConnection:
             _FIN_WAIT_2,
             _CLOSE_WAIT,
         ):
-            self._emit(Segment(self.local_port, self.remote_port, self.snd_nxt, 0, RST, 0))
+            self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0))
         self._sndbuf.clear()
         self._rcvq.clear()
         self._ooo.clear()
@@ -967,8 +967,15 @@ class TcpConnection:
         self.fast_retransmits += 1
         self.cc.on_enter_recovery(flight, now)
         if self._sack_ok:
-            # RFC 6675 5 step 4: retransmissions follow from the pipe in _transmit
+            # RFC 6675 5 step 4.3: retransmit the first presumed-lost segment now,
+            # whatever the pipe; further holes follow from the pipe in _transmit.
             self._high_rxt = self.snd_una
+            hole = self._next_hole()
+            if hole is not None:
+                seq, n = hole
+                sent = self._send_data(seq, seq_sub(seq, self._snd_buf_seq), n, False, now)
+                if sent > 0:
+                    self._high_rxt = (seq + sent) & MASK
         else:
             self.cc.cwnd += 3 * self.snd_mss  # RFC 5681 3.2 step 3: inflate
             self._retransmit_head(now)
@@ -1299,7 +1306,11 @@ class TcpConnection:
                 # Nothing in flight and the window blocks us: arm the persist timer.
                 self._persist_deadline = now + self.rtt.backed_off(self._persist_backoff)
         if self._ack_now and self.state is not _CLOSED and self.state is not _SYN_SENT:
-            self._emit_ack_bearing(self.snd_nxt, ACK, b"")
+            # <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, where SND.NXT is the highest
+            # sequence number sent: after an RTO our go-back-N pointer (snd_nxt)
+            # may lag behind what the peer already received, and a peer ignores
+            # the ACK field of a segment below its RCV.NXT.
+            self._emit_ack_bearing(self.snd_max, ACK, b"")
 
     def _skip_sacked(self) -> None:
         """Move SND.NXT past a SACKed range it stands in (go-back-N after an RTO)."""

@@ -13,7 +13,7 @@ RFC 6191 says it is safe, and let ``tw_reuse`` hand the 4-tuple to a new
 from __future__ import annotations
 
 from .codec import ACK, FIN, RST, SYN, Segment
-from .seq import MASK, seq_gt, seq_lt
+from .seq import MASK, seq_gt, seq_in, seq_lt
 
 __all__ = ["TW_ACK", "TW_DROP", "TW_REMOVE", "TW_REOPEN", "TimeWait"]
 
@@ -85,7 +85,11 @@ class TimeWait:
             return TW_ACK
         if ts is not None and self.ts_recent is not None and seq_lt(ts[0], self.ts_recent):
             return TW_ACK  # PAWS (RFC 7323 5.3): an old duplicate
-        return TW_ACK  # anything else: remind the peer where we are
+        if seg.seg_len == 0 and seq_in(seg.seq, self.rcv_nxt, max(self.window, 1)):
+            # An acceptable segment with nothing in it (a pure ACK): nothing to do.
+            # Answering it would let two TIME_WAIT ends ACK each other forever.
+            return TW_DROP
+        return TW_ACK  # unacceptable (RFC 9293 3.10.7.4 first): send an ACK
 
     def ack(self, local_port: int, remote_port: int, now: float) -> Segment:
         """The ACK TIME_WAIT sends: ``<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>``."""
