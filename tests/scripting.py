@@ -43,6 +43,7 @@ DEFAULT_OPTIONS = dict(
     window_scaling=False,
     timestamps=False,
     sack=False,
+    early_retrans=False,
     congestion="newreno",
     mtu=1500,
 )

@@ -635,7 +635,9 @@ def test_time_wait_lasts_two_msl_in_a_compact_record(msl: float) -> None:
 
 
 def test_retransmitted_fin_is_acked_again_and_restarts_time_wait() -> None:
-    net, client, server = pair(msl=2.0)
+    # early_retrans off on the server: its FIN is resent by the RTO (a tail loss
+    # probe would resend it sooner; the TIME_WAIT behaviour is the same).
+    net, client, server = pair(msl=2.0, server_opts={"msl": 2.0, "early_retrans": False})
     listener = server.listen()
     conn, accepted = establish(net, client, server, listener)
     key = (SERVER, conn.local_port, PORT)

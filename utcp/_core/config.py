@@ -56,6 +56,7 @@ class Options:
     window_scaling: bool = True
     timestamps: bool = True
     sack: bool = True
+    early_retrans: bool = True
     rto_initial: float = 1.0
     rto_min: float = 0.2
     rto_max: float = 120.0
@@ -92,6 +93,7 @@ class Options:
             "window_scaling",
             "timestamps",
             "sack",
+            "early_retrans",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, not {type(getattr(self, name)).__name__}")

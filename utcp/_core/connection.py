@@ -54,6 +54,8 @@ _DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: no MSS option means 536 (IPv4)
 _RTO_AFTER_SYN_TIMEOUT = 3.0  # RFC 6298 5.7
 _PAWS_IDLE = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is valid for 24 days
 _DUPTHRESH = 3  # RFC 5681 / RFC 6675 DupThresh
+_MIN_PTO = 0.01  # RFC 8985 7.2: floor of the probe timeout
+_WC_DELACK = 0.2  # RFC 8985 7.2 WCDelAckT: worst-case delayed-ACK time of a peer
 _PREDICT_MASK = FIN | SYN | RST | ACK | 0x20  # URG: header prediction wants ACK alone (PSH ok)
 _MAX_SACK_BLOCKS = 256  # scoreboard bound against hostile peers
 
@@ -161,6 +163,11 @@ class TcpConnection:
 
         self.cc: CongestionControl = make_congestion_control(options.congestion, self.snd_mss)
         self._dupacks = 0
+        self._early = options.early_retrans
+        self._tlp_deadline: float | None = None
+        self._tlp_high: int | None = None  # RFC 8985 TLPRxtOut episode: SND.MAX at the probe
+        self._ts_rto_floor: int | None = None  # TSval of the last RTO retransmission
+        self.tlp_probes = 0
         self._in_recovery = False
         self._recover = self.iss
         self._recover_passed = True  # RFC 6582: an ACK covered more than `recover`
@@ -203,6 +210,7 @@ class TcpConnection:
             self._delack_deadline,
             self._close_deadline,
             self._ka_deadline,
+            self._tlp_deadline,
         ):
             if d is not None and (best is None or d < best):
                 best = d
@@ -913,7 +921,14 @@ class TcpConnection:
             self.rtt.on_sample(now - self._rtt_time)
             self._rtt_seq = None
             self._backoff = 0  # RFC 6298 5.5 note: keep the backoff until a valid sample
-        elif self._ts_ok and tsecr and self._rtt_seq is None:
+        elif (
+            self._ts_ok
+            and tsecr
+            and self._rtt_seq is None
+            and (self._ts_rto_floor is None or seq_ge(tsecr, self._ts_rto_floor))
+        ):
+            # An ACK echoing a timestamp from before the last RTO would measure
+            # the backoff too (RFC 7323 appendix G): only later echoes count.
             sample = ((self._tsval() - tsecr) & MASK) / 1000.0
             if sample < 3600:
                 self.rtt.on_sample(sample)
@@ -936,13 +951,18 @@ class TcpConnection:
         elif self.state not in (_SYN_SENT, _SYN_RECEIVED):
             self.cc.on_ack(acked, flight, now, self.rtt.srtt or 0.0)
         self._dupacks = 0
+        if self._tlp_high is not None and seq_ge(ack, self._tlp_high):
+            self._tlp_high = None  # RFC 8985 7.4: the probe episode is over
         # RFC 6298 5.2 / 5.3
         if self.snd_una == self.snd_max:
             self._rtx_deadline = None
+            self._tlp_deadline = None
             self._unacked_since = None
         else:
             self._rtx_deadline = now + self.rtt.rto
             self._unacked_since = now
+            if self._early:
+                self._arm_tlp(now)
         if self._sack_ok and not self._in_recovery and self._sacked and self._is_lost(ack):
             self._enter_recovery(now)
 
@@ -953,10 +973,63 @@ class TcpConnection:
             if not self._sack_ok:
                 self.cc.cwnd += self.snd_mss  # RFC 5681 3.2 step 4: inflate
             return
-        if self._dupacks >= _DUPTHRESH or (self._sack_ok and self._is_lost(self.snd_una)):
+        threshold = _DUPTHRESH
+        if self._early:
+            # RFC 5827 early retransmit: with fewer than four segments outstanding and
+            # nothing new to send, three duplicate ACKs can never come.
+            oseg = -(-seq_sub(self.snd_max, self.snd_una) // self.snd_mss)
+            if oseg < 4 and not self._can_send_new():
+                threshold = max(oseg - 1, 1)
+        if self._dupacks >= threshold or (self._sack_ok and self._is_lost(self.snd_una)):
             # RFC 6582 3.2 step 2: only if the ACK covers more than the last recovery point
             if self._recover_passed:
                 self._enter_recovery(now)
+
+    def _can_send_new(self) -> bool:
+        """Whether unsent data exists and the peer's window would take some of it."""
+        return self._unsent() > 0 and seq_sub(self.snd_max, self.snd_una) < self.snd_wnd
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 7.2: schedule a tail loss probe 2 x SRTT after the last send or ACK."""
+        srtt = self.rtt.srtt
+        if srtt is None or self._in_recovery or self._tlp_high is not None:
+            self._tlp_deadline = None
+            return
+        pto = 2 * srtt
+        if seq_sub(self.snd_max, self.snd_una) <= self.snd_mss:
+            pto += _WC_DELACK  # a lone segment may wait for the peer's delayed ACK
+        pto = max(pto, _MIN_PTO)
+        deadline = now + pto
+        if self._rtx_deadline is not None and deadline >= self._rtx_deadline:
+            self._tlp_deadline = None  # the RTO comes first anyway
+        else:
+            self._tlp_deadline = deadline
+
+    def _on_tlp(self, now: float) -> None:
+        """RFC 8985 7.3: send one probe, new data if possible, else the last segment.
+
+        The probe's ACK (with SACK) lets fast recovery repair a tail loss that
+        would otherwise wait for the RTO.
+        """
+        if (
+            self.state not in _SENDING
+            or self._in_recovery
+            or self.snd_una == self.snd_max
+            or self._tlp_high is not None
+        ):
+            return
+        self.tlp_probes += 1
+        if self._can_send_new() and self.snd_nxt == self.snd_max:
+            self._transmit(now, force=True, probe=True)
+        else:
+            end = self.snd_max
+            fin = self.fin_queued and seq_gt(end, self._fin_seq)
+            data_end = self._fin_seq if fin else end
+            n = min(self.snd_mss, seq_sub(data_end, self.snd_una))
+            seq = (data_end - n) & MASK
+            self._send_data(seq, seq_sub(seq, self._snd_buf_seq), n, fin, now)
+        self._tlp_high = self.snd_max
+        self._rtx_deadline = now + self.rtt.backed_off(self._backoff)  # RFC 8985 7.3
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit and the start of fast recovery."""
@@ -1120,6 +1193,9 @@ class TcpConnection:
             self._on_rto(now)
             if self.state is _CLOSED:
                 return
+        if self._tlp_deadline is not None and now >= self._tlp_deadline:
+            self._tlp_deadline = None
+            self._on_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
             self._on_persist(now)
@@ -1164,6 +1240,10 @@ class TcpConnection:
         else:
             flight = seq_sub(self.snd_max, self.snd_una)
             self.cc.on_rto(flight, now)
+            self._tlp_deadline = None
+            self._tlp_high = None
+            if self._ts_ok:
+                self._ts_rto_floor = self._tsval()
             self._in_recovery = False
             self._dupacks = 0
             self._recover = self.snd_max
@@ -1229,7 +1309,7 @@ class TcpConnection:
         """Data bytes queued but not yet sent (from SND.NXT)."""
         return len(self._sndbuf) - max(seq_sub(self.snd_nxt, self._snd_buf_seq), 0)
 
-    def _transmit(self, now: float, *, force: bool = False) -> None:
+    def _transmit(self, now: float, *, force: bool = False, probe: bool = False) -> None:
         """Send what the windows allow (RFC 9293 3.8.6.2.1, RFC 896, RFC 5681, RFC 6675).
 
         During SACK recovery, lost holes go first, as far as cwnd - pipe
@@ -1256,6 +1336,11 @@ class TcpConnection:
             nodelay = self.options.nodelay
             seg_max = mss - self._sack_option_len() if self._ooo else mss
             cc = self.cc
+            # RFC 3042 limited transmit: one new segment beyond cwnd per early
+            # duplicate ACK (at most two); a tail loss probe may send one segment.
+            extra = mss if probe else 0
+            if self._early and self._dupacks and not self._in_recovery:
+                extra = min(self._dupacks, 2) * mss
             while True:
                 snd_nxt = self.snd_nxt
                 sacked = self._sacked and seq_lt(snd_nxt, self.snd_max)
@@ -1270,7 +1355,7 @@ class TcpConnection:
                 if avail <= 0 and not fin_pending:
                     break
                 in_flight = (snd_nxt - self.snd_una) & MASK
-                cwnd_room = cc.cwnd - (flight_now if sack_recovery else in_flight)
+                cwnd_room = cc.cwnd + extra - (flight_now if sack_recovery else in_flight)
                 usable = self.snd_wnd - in_flight
                 if cwnd_room < usable:
                     usable = cwnd_room
@@ -1297,6 +1382,8 @@ class TcpConnection:
                 if sack_recovery:
                     flight_now += sent
                 force = False
+                if probe:
+                    break
             if (
                 self._rtx_deadline is None
                 and self._persist_deadline is None
@@ -1360,6 +1447,10 @@ class TcpConnection:
                 self._rtt_time = now
             self.bytes_sent += seq_sub(end, self.snd_max) - (1 if fin else 0)
             self.snd_max = end
+            if self._early and self._tlp_high is None and not self._in_recovery:
+                srtt = self.rtt.srtt
+                if srtt is not None:
+                    self._tlp_deadline = now + max(2 * srtt, _MIN_PTO)
         if self._rtx_deadline is None:
             self._rtx_deadline = now + self.rtt.backed_off(self._backoff)
         if self._unacked_since is None:
@@ -1497,6 +1588,7 @@ class TcpConnection:
         self.state = new
         if new is _CLOSED:
             self._rtx_deadline = None
+            self._tlp_deadline = None
             self._persist_deadline = None
             self._delack_deadline = None
             self._close_deadline = None
@@ -1549,6 +1641,7 @@ class TcpConnection:
             "sack": self._sack_ok,
             "congestion": self.cc.name,
             "paws_drops": self.counters_paws,
+            "tlp_probes": self.tlp_probes,
             "backoff": self._backoff,
             "retries": self._retries,
             "probes": self._ka_probes + self._probes_unanswered,
