@@ -1057,3 +1057,48 @@ async def test_syn_flood_with_legitimate_clients(vclock: trio.testing.MockClock)
             assert peak < 64 * 2**20
     finally:
         tracemalloc.stop()
+
+
+# ----------------------------------------------------------------------
+# Connect timeout; user_timeout overriding keepalive
+
+
+async def test_connect_timeout_gives_timeout_error(vclock: trio.testing.MockClock) -> None:
+    async with utcp.open_endpoint((HOST, 0)) as ep:
+        with trio.socket.socket(type=trio.socket.SOCK_DGRAM) as silent:
+            await silent.bind((HOST, 0))  # never answers
+            t0 = trio.current_time()
+            with pytest.raises(TimeoutError, match="timed out after 2.5 s"):
+                await ep.connect(silent.getsockname(), timeout=2.5)
+            assert trio.current_time() - t0 == pytest.approx(2.5, abs=0.05)
+            await trio.testing.wait_all_tasks_blocked()
+            assert [r for r in ep.connections() if r.state is not State.LISTEN] == []
+        with pytest.raises(ValueError, match="timeout must be > 0"):
+            await ep.connect((HOST, 9), timeout=0)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            await ep.connect((HOST, 9), timeout="1")  # type: ignore[arg-type]
+
+
+async def test_user_timeout_overrides_keepalive_probes(vclock: trio.testing.MockClock) -> None:
+    # keepalive alone would give up after 10 + 2 x 5 = 20 s; user_timeout=13 ends it
+    # at the first probe tick at or after 13 s of silence.
+    opts = {
+        "keepalive": True,
+        "keepalive_time": 10.0,
+        "keepalive_intvl": 2.0,
+        "keepalive_probes": 5,
+    }
+    async with endpoints(opts) as (server_ep, client_ep):
+        listener = server_ep.listen()
+        async with relay_to(server_ep.local_address) as relay:
+            client = await client_ep.connect(
+                relay.address, listener.port, **opts, user_timeout=13.0
+            )
+            server = await listener.accept()
+            await echo_once(client, server, b"x")
+            await settle()
+            relay.drop = lambda direction, seg: True  # the peer vanishes
+            t0 = trio.current_time()
+            with pytest.raises(TimeoutError, match="user_timeout"):
+                await client.recv()
+            assert trio.current_time() - t0 == pytest.approx(13.0, abs=0.1)

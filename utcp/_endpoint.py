@@ -211,15 +211,32 @@ class Endpoint:
         return listener
 
     async def connect(
-        self, remote_address: tuple[str, int], port: int | None = None, **options: Any
+        self,
+        remote_address: tuple[str, int],
+        port: int | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
     ) -> Connection:
         """Open a connection to ``remote_address`` (UDP) and virtual ``port``.
 
         ``port`` defaults to the remote UDP port's number.  Returns once the
         handshake completes.  Raises ``ConnectionRefusedError`` when answered
-        by RST, ``TimeoutError`` after ``syn_retries`` retransmissions, and
-        ``OSError(EADDRNOTAVAIL)`` when no ephemeral port is free.
+        by RST, ``TimeoutError`` after ``syn_retries`` retransmissions or after
+        ``timeout`` seconds (if given, whichever comes first; the half-open
+        connection is then reset), and ``OSError(EADDRNOTAVAIL)`` when no
+        ephemeral port is free.
         """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"timeout must be a number of seconds, not {type(timeout).__name__}"
+                )
+            if not timeout > 0:
+                raise ValueError(f"timeout must be > 0, got {timeout}")
+            with trio.move_on_after(timeout):
+                return await self.connect(remote_address, port, **options)
+            raise TimeoutError(f"connect to {remote_address} timed out after {timeout} s")
         self._check_usable()
         host, rport = _split_address(remote_address)
         if port is None:

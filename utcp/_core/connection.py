@@ -173,6 +173,7 @@ class TcpConnection:
         self._recover_passed = True  # RFC 6582: an ACK covered more than `recover`
 
         self._ka_probes = 0
+        self._ka_deadline_base: float | None = None  # when the peer was last heard from
         self._out: list[bytes] = []
         self.counters_paws = 0
 
@@ -536,6 +537,7 @@ class TcpConnection:
             if self.options.keepalive and self.state in _KEEPALIVE:
                 self._ka_probes = 0
                 self._ka_deadline = now + self.options.keepalive_time
+                self._ka_deadline_base = now
             self._transmit(now)
 
     def _fast_path(self, seg: Segment, now: float) -> bool:
@@ -602,6 +604,7 @@ class TcpConnection:
         if self.options.keepalive:
             self._ka_probes = 0
             self._ka_deadline = now + self.options.keepalive_time
+            self._ka_deadline_base = now
         self._transmit(now)
         return True
 
@@ -1282,12 +1285,22 @@ class TcpConnection:
             # Data in flight: the retransmission timer watches the peer instead.
             self._ka_deadline = now + self.options.keepalive_intvl
             return
-        if self._ka_probes >= self.options.keepalive_probes:
+        ut = self.options.user_timeout
+        base = self._ka_deadline_base
+        silent = now - base if base is not None else 0.0
+        if ut > 0 and self._ka_probes and silent >= ut:
+            # TCP_USER_TIMEOUT overrides keepalive_probes (as Linux): give up once
+            # the peer has been silent that long, however many probes went out.
+            self._fail(TimeoutError(f"peer silent for {silent:.1f} s (user_timeout)"))
+            return
+        if ut <= 0 and self._ka_probes >= self.options.keepalive_probes:
             self._fail(TimeoutError(f"peer did not answer {self._ka_probes} keepalive probes"))
             return
         self._ka_probes += 1
         self._send_probe()
         self._ka_deadline = now + self.options.keepalive_intvl
+        if ut > 0 and self._ka_deadline_base is not None:
+            self._ka_deadline = min(self._ka_deadline, self._ka_deadline_base + ut)
 
     def _send_probe(self) -> None:
         """A segment the peer must answer: ``<SEQ=SND.UNA-1><ACK=RCV.NXT><CTL=ACK>``."""
@@ -1608,6 +1621,7 @@ class TcpConnection:
         """Arm the keepalive timer (the driver calls it once the connection is established)."""
         if self.options.keepalive and self.state in _KEEPALIVE and self._ka_deadline is None:
             self._ka_deadline = now + self.options.keepalive_time
+            self._ka_deadline_base = now
 
     # ------------------------------------------------------------------
     # Introspection
