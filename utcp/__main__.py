@@ -28,7 +28,17 @@ from typing import Any
 
 import trio
 
-from .apps import App, chat, echo, filexfer, http, parse_hostport
+from .apps import (
+    App,
+    _argtype,
+    chat,
+    echo,
+    filexfer,
+    http,
+    listen_address,
+    parse_hostport,
+    remote_address,
+)
 from .chaos import ChaosRelay
 from .netem import Impairment
 
@@ -91,25 +101,7 @@ def command(
 # -- argument types ------------------------------------------------------
 
 
-def _argtype(func: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """Wrap ``func`` so that its ValueError becomes an argparse error message."""
-
-    def convert(text: str) -> Any:
-        try:
-            return func(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = name
-    return convert
-
-
-listen_address = _argtype(
-    lambda t: parse_hostport(t, allow_empty_host=True, allow_zero_port=True), "listen address"
-)
-"""argparse type for a listening ``HOST:PORT`` (empty host and port 0 allowed)."""
-
-forward_address = _argtype(parse_hostport, "address")
+forward_address = remote_address
 """argparse type for a destination ``HOST:PORT``."""
 
 
