@@ -37,7 +37,6 @@ __all__ = ["ConnectionInfo", "Endpoint", "Listener", "open_endpoint"]
 _RECV_SIZE = 65536
 #: sendmsg errors that mean "this kernel or device cannot do UDP GSO"
 _GSO_ERRORS = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
-_SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -565,7 +564,7 @@ async def open_endpoint(
     sock = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        _udp.set_buffers(sock, _SOCKET_BUFFER)
+        _udp.set_buffers(sock, opts.udp_buffer)
         try:
             sock.bind((host, port))
         except OSError as exc:

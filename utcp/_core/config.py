@@ -21,6 +21,7 @@ ENDPOINT_ONLY = frozenset(
         "close_timeout",
         "challenge_ack_limit",
         "rst_limit",
+        "udp_buffer",
     }
 )
 
@@ -65,6 +66,7 @@ class Options:
     close_timeout: float = 5.0
     challenge_ack_limit: float = 1000.0
     rst_limit: float = 1000.0
+    udp_buffer: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         _check_number("msl", self.msl, minimum=0.0)
@@ -108,6 +110,7 @@ class Options:
         if self.linger is not None:
             _check_number("linger", self.linger, minimum=0.0)
         _check_int("mtu", self.mtu, minimum=128, maximum=65535)
+        _check_int("udp_buffer", self.udp_buffer, minimum=65536, maximum=1 << 30)
         _check_int("rcvbuf", self.rcvbuf, minimum=1024, maximum=1 << 30)
         _check_int("sndbuf", self.sndbuf, minimum=1024, maximum=1 << 30)
         if not isinstance(self.congestion, str):
