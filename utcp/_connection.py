@@ -313,7 +313,8 @@ class Connection(trio.abc.HalfCloseableStream):
             self._check_open()
             if core.readable:
                 data = core.read(max_bytes, trio.current_time())
-                self._notify()
+                if core.has_output:  # a window update: flush it (timers are unchanged)
+                    self._notify()
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return data

@@ -475,7 +475,7 @@ class Endpoint:
             for c in touched:
                 conn = conns.get(c)
                 if conn is not None:
-                    if c.state is State.ESTABLISHED:
+                    if c.options.keepalive:
                         c.start_keepalive(now)
                     conn._notify()
             if core.tw_closed:

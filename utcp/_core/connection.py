@@ -204,14 +204,13 @@ class TcpConnection:
 
     def get_timer(self) -> float | None:
         """The earliest pending deadline, or None when no timer runs."""
-        best: float | None = None
+        best = self._rtx_deadline
         for d in (
-            self._rtx_deadline,
-            self._persist_deadline,
+            self._tlp_deadline,
             self._delack_deadline,
+            self._persist_deadline,
             self._close_deadline,
             self._ka_deadline,
-            self._tlp_deadline,
         ):
             if d is not None and (best is None or d < best):
                 best = d
