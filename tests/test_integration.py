@@ -688,3 +688,48 @@ async def test_connect_timeout_is_cancellable(
             assert scope.cancelled_caught
             await trio.testing.wait_all_tasks_blocked()
             assert ep.connections() == []
+
+
+async def test_time_wait_connection_closes_with_its_endpoint() -> None:
+    # Leaving the endpoint's block ends TIME_WAIT (the socket it guarded is gone):
+    # the connection reports CLOSED and wait_closed() returns.
+    async with utcp.open_endpoint(("127.0.0.1", 0)) as server_ep:
+        listener = server_ep.listen()
+        async with utcp.open_endpoint(("127.0.0.1", 0)) as client_ep:
+            client = await client_ep.connect(server_ep.local_address)
+            server = await listener.accept()
+            await client.close()
+            assert await server.recv() == b""
+            await server.close()
+            with trio.fail_after(5):
+                while client.state is not utcp.State.TIME_WAIT:
+                    await trio.sleep(0.001)
+        assert client.state is utcp.State.CLOSED
+        with trio.fail_after(1):
+            await client.wait_closed()
+
+
+async def test_second_concurrent_accept_is_busy() -> None:
+    async with utcp.open_endpoint(("127.0.0.1", 0)) as ep:
+        listener = ep.listen()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener.accept)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await listener.accept()
+            nursery.cancel_scope.cancel()
+
+
+async def test_rsts_sent_by_connections_are_counted() -> None:
+    async with (
+        utcp.open_endpoint(("127.0.0.1", 0)) as server_ep,
+        utcp.open_endpoint(("127.0.0.1", 0)) as client_ep,
+    ):
+        listener = server_ep.listen()
+        client = await client_ep.connect(server_ep.local_address)
+        server = await listener.accept()
+        client.abort()
+        with pytest.raises(ConnectionResetError):
+            await server.recv()
+        await trio.testing.wait_all_tasks_blocked()
+        assert client_ep.counters["OutRsts"] == 1

@@ -84,6 +84,7 @@ class Listener(trio.abc.Listener[Connection]):
         self._core = core
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
+        self._accepting = False
 
     @property
     def port(self) -> int:
@@ -105,20 +106,31 @@ class Listener(trio.abc.Listener[Connection]):
         return f"<utcp.Listener {host}:{port}/{self.port}>"
 
     async def accept(self) -> Connection:
-        """Wait for and return the next established connection."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError("listener was closed")
-            queue = self._core.accept_queue
-            while queue:
-                core = queue.popleft()
-                conn = self._endpoint._conns.get(core)
-                if conn is not None and core.state is not State.CLOSED:
-                    self._endpoint._core.owner.pop(core, None)
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return conn
-            await self._lot.park()
+        """Wait for and return the next established connection.
+
+        Raises :class:`trio.ClosedResourceError` once the listener is closed and
+        :class:`trio.BusyResourceError` if another task is already accepting
+        (the :class:`trio.abc.Listener` contract).
+        """
+        if self._accepting:
+            raise trio.BusyResourceError("another task is already accepting on this listener")
+        self._accepting = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("listener was closed")
+                queue = self._core.accept_queue
+                while queue:
+                    core = queue.popleft()
+                    conn = self._endpoint._conns.get(core)
+                    if conn is not None and core.state is not State.CLOSED:
+                        self._endpoint._core.owner.pop(core, None)
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        return conn
+                await self._lot.park()
+        finally:
+            self._accepting = False
 
     async def aclose(self) -> None:
         """Stop listening; connections not yet accepted are reset."""
@@ -511,12 +523,17 @@ class Endpoint:
                     for c in self._conns.values()
                 ):
                     await self._idle_lot.park()
+        # TIME_WAIT records go away with the socket: their connections are CLOSED.
+        self._core.time_wait.clear()
+        self._end_time_wait(list(self._tw_conns.keys()))
         for conn in list(self._conns.values()):
             # Whatever is not finished is reset, FIN_WAIT_2 included, so the peer is
             # not left retransmitting its FIN to a socket that is gone. A peer that
             # already received our FIN still reads b"" (EOF) first, as on Linux.
             # TIME_WAIT entries are simply dropped with the socket they guarded.
-            if conn._core.state not in (State.CLOSED, State.TIME_WAIT):
+            if conn._core.state is State.TIME_WAIT:
+                conn._core.finish_time_wait()
+            elif conn._core.state is not State.CLOSED:
                 conn._core.abort(trio.current_time())
             conn._flush()
         self._closed = True

@@ -410,9 +410,22 @@ async def open_relay(
         max_clients=max_clients,
         link_buffer=link_buffer,
     )
+    # Errors are re-raised outside the nursery, so callers catch OSError,
+    # TimeoutError... themselves rather than inside an ExceptionGroup.
+    error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(relay.run)
         try:
-            yield relay
+            await nursery.start(relay.run)
+        except BaseException as exc:
+            error = exc
+        if error is None:
+            try:
+                yield relay
+            except BaseException as exc:
+                error = exc
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        try:
+            raise error
         finally:
-            nursery.cancel_scope.cancel()
+            error = None

@@ -184,6 +184,7 @@ class TcpConnection:
         self.retransmits = 0
         self.total_retransmits = 0
         self.fast_retransmits = 0
+        self.rsts_sent = 0
         self.bytes_retransmitted = 0
         self.segments_in = 0
         self.segments_out = 0
@@ -1480,6 +1481,8 @@ class TcpConnection:
 
     def _emit(self, seg: Segment) -> None:
         f = seg.flags
+        if f & RST:
+            self.rsts_sent += 1
         if not f & SYN:
             if self._ts_ok and not f & RST:
                 seg.timestamps = (self._tsval(), self.ts_recent or 0)
@@ -1646,7 +1649,7 @@ class TcpConnection:
             "bytes_sent": self.bytes_sent,
             "bytes_acked": self.bytes_acked,
             "bytes_received": self.bytes_received,
-            "retransmits": self.retransmits,
+            "retransmits": self._retries,
             "total_retransmits": self.total_retransmits,
             "fast_retransmits": self.fast_retransmits,
             "bytes_retransmitted": self.bytes_retransmitted,

@@ -276,6 +276,9 @@ class EndpointCore:
 
     def remove(self, conn: TcpConnection) -> None:
         """Forget a connection."""
+        if conn.rsts_sent:
+            self.counters["OutRsts"] += conn.rsts_sent  # abort(), close() with unread data...
+            conn.rsts_sent = 0
         key = self.keys.pop(conn, None)
         if key is not None and self.connections.get(key) is conn:
             del self.connections[key]
