@@ -181,7 +181,6 @@ class TcpConnection:
         self.bytes_sent = 0
         self.bytes_acked = 0
         self.bytes_received = 0
-        self.retransmits = 0
         self.total_retransmits = 0
         self.fast_retransmits = 0
         self.rsts_sent = 0
@@ -373,13 +372,9 @@ class TcpConnection:
             shift += 1
         return shift
 
-    def _rcv_space_max(self) -> int:
-        """The largest window we can express."""
-        return min(self.options.rcvbuf, 0xFFFF << self.rcv_wscale)
-
     def _set_rcv_limits(self) -> None:
         """Cache the window constants once the window scale is known."""
-        self._rcv_wnd_max = self._rcv_space_max()
+        self._rcv_wnd_max = min(self._rcvbuf, 0xFFFF << self.rcv_wscale)  # largest expressible
         self._sws_threshold = min(self._rcvbuf // 2, self.local_mss)
 
     def _send_syn(self, now: float) -> None:
@@ -1236,7 +1231,6 @@ class TcpConnection:
         self._backoff += 1
         self._rtt_seq = None  # Karn's rule
         if st in (_SYN_SENT, _SYN_RECEIVED):
-            self.retransmits += 1
             self.total_retransmits += 1
             self._syn_retransmitted = True
             self._send_syn(now)
@@ -1449,7 +1443,6 @@ class TcpConnection:
         if seq == self.snd_nxt:
             self.snd_nxt = end
         if seq_lt(seq, self.snd_max):
-            self.retransmits += 1
             self.total_retransmits += 1
             self.bytes_retransmitted += n
             if self._rtt_seq is not None and seq_lt(seq, self._rtt_seq):
