@@ -114,6 +114,8 @@ class TcpConnection:
         self._last_ack_sent = 0
         self._sack_ok = False
         self._sacked: list[list[int]] = []  # scoreboard: [start, end) blocks above SND.UNA
+        # Holes retransmitted in this recovery: (start, end, SND.MAX when resent).
+        self._rxt_holes: list[tuple[int, int, int]] = []
         self._high_rxt = self.iss  # RFC 6675 HighRxt
         self._ooo_last = 0  # sequence number of the latest out-of-order arrival
         self._now = 0.0  # time of the current input (for timestamps on emitted segments)
@@ -183,6 +185,7 @@ class TcpConnection:
         self.bytes_received = 0
         self.total_retransmits = 0
         self.fast_retransmits = 0
+        self.lost_retransmits = 0
         self.rsts_sent = 0
         self.bytes_retransmitted = 0
         self.segments_in = 0
@@ -940,6 +943,7 @@ class TcpConnection:
             if seq_ge(ack, self._recover):
                 # RFC 6582 3.2 step 3 / RFC 6675 5: full acknowledgment ends recovery
                 self._in_recovery = False
+                self._rxt_holes = []
                 self.cc.on_exit_recovery(flight, now)
             elif not self._sack_ok:
                 # RFC 6582 3.2 step 3: partial acknowledgment: retransmit the next
@@ -1047,6 +1051,7 @@ class TcpConnection:
                 sent = self._send_data(seq, seq_sub(seq, self._snd_buf_seq), n, False, now)
                 if sent > 0:
                     self._high_rxt = (seq + sent) & MASK
+                    self._rxt_holes.append((seq, self._high_rxt, self.snd_max))
         else:
             self.cc.cwnd += 3 * self.snd_mss  # RFC 5681 3.2 step 3: inflate
             self._retransmit_head(now)
@@ -1084,7 +1089,29 @@ class TcpConnection:
                 left = una
             if self._add_sacked(left, right):
                 changed = True
+        if changed and self._rxt_holes:
+            self._detect_lost_retransmissions()
         return changed
+
+    def _detect_lost_retransmissions(self) -> None:
+        """A retransmitted hole still missing while data sent after it is SACKed was lost.
+
+        Linux's classic lost-retransmit detection (before RACK, RFC 8985):
+        the hole becomes eligible for retransmission again instead of
+        waiting for the RTO.
+        """
+        top = self._sacked[-1][1] if self._sacked else self.snd_una
+        kept = []
+        for start, end, sent_after in self._rxt_holes:
+            if seq_le(end, self.snd_una):
+                continue  # repaired
+            if seq_gt(top, sent_after) and not self._sacked_between(start, end):
+                if seq_lt(start, self._high_rxt):
+                    self._high_rxt = start if seq_gt(start, self.snd_una) else self.snd_una
+                self.lost_retransmits += 1
+                continue
+            kept.append((start, end, sent_after))
+        self._rxt_holes = kept
 
     def _add_sacked(self, left: int, right: int) -> bool:
         una = self.snd_una
@@ -1246,6 +1273,7 @@ class TcpConnection:
             self._recover = self.snd_max
             self._recover_passed = False
             self._high_rxt = self.snd_una
+            self._rxt_holes = []
             if self._retries >= 2:
                 # Repeated timeouts: stop trusting SACK information in case the
                 # receiver reneged (RFC 2018 8, RFC 6675 5.1).
@@ -1337,6 +1365,7 @@ class TcpConnection:
                     if sent <= 0:
                         break
                     self._high_rxt = (seq + sent) & MASK
+                    self._rxt_holes.append((seq, self._high_rxt, self.snd_max))
                     pipe += sent
                 flight_now = pipe
             sndbuf_len = len(self._sndbuf)
@@ -1645,6 +1674,7 @@ class TcpConnection:
             "retransmits": self._retries,
             "total_retransmits": self.total_retransmits,
             "fast_retransmits": self.fast_retransmits,
+            "lost_retransmits": self.lost_retransmits,
             "bytes_retransmitted": self.bytes_retransmitted,
             "timestamps": self._ts_ok,
             "sack": self._sack_ok,
