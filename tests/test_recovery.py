@@ -349,6 +349,42 @@ def test_sack_recovery_retransmits_first_hole_on_entry() -> None:
     s.expect(segs[1])
 
 
+def test_lost_retransmission_is_sent_again_without_rto() -> None:
+    # 14 segments queued; the initial window (10 segments) sends 0..9. Segment 0
+    # is lost; recovery resends it. As SACKs free the pipe, new segments 10..13
+    # go out. When segment 11, sent after the resend, is SACKed while 0 is still
+    # missing, the resend of 0 was lost too: 0 goes out again at once, no RTO.
+    s = Script(sack=True, nodelay=True)
+    establish_with(s, peer_window=BIG, peer_sack=True)
+    s.conn.send(pattern(14 * MSS), s.now)
+    everything = segments(s, 14, total=14 * MSS)
+    s.expect(*everything[:10])
+    sent: list[Segment] = []
+
+    def ack(*blocks: tuple[int, int]) -> None:
+        sack = tuple((snd(lo * MSS), snd(hi * MSS)) for lo, hi in blocks)
+        s.feed(s.seg(ACK, R1, S1, BIG, sack_blocks=sack))
+        sent.extend(s.emitted())
+
+    ack((1, 2))
+    ack((1, 3))
+    ack((1, 4))  # three SACKed segments above 0: recovery, 0 is resent
+    assert offsets(sent) == [0] and s.conn._in_recovery
+    sent.clear()
+    ack((1, 10))  # the pipe drains: new data goes out (cwnd 5 - pipe 1)
+    assert offsets(sent) == [10 * MSS, 11 * MSS, 12 * MSS, 13 * MSS]
+    sent.clear()
+    ack((1, 12))  # 10 and 11, sent after the resend of 0, arrived; 0 did not
+    assert offsets(sent) == [0]
+    assert s.conn.info()["lost_retransmits"] == 1
+    sent.clear()
+    ack((1, 14))
+    assert sent == []  # no third copy: the second resend is still in its round trip
+    s.feed(s.seg(ACK, R1, snd(14 * MSS), BIG))
+    assert not s.conn._in_recovery
+    assert s.conn.get_timer() is None
+
+
 # ---------------------------------------------------------------------------
 # Persist, delayed ACK, Nagle (RFC 9293 3.8.6)
 
