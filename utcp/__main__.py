@@ -31,6 +31,7 @@ import trio
 from .apps import (
     App,
     _argtype,
+    _seconds,
     chat,
     echo,
     filexfer,
@@ -38,6 +39,9 @@ from .apps import (
     listen_address,
     parse_hostport,
     remote_address,
+)
+from .apps import (
+    _number as _float,
 )
 from .chaos import ChaosRelay
 from .netem import Impairment
@@ -105,32 +109,10 @@ forward_address = remote_address
 """argparse type for a destination ``HOST:PORT``."""
 
 
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"not a finite number: {text!r}")
-    return value
-
-
 def _prob(text: str) -> float:
     value = _float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    scale = 1.0
-    if text.endswith("ms"):
-        text, scale = text[:-2], 0.001
-    elif text.endswith("s"):
-        text = text[:-1]
-    value = _float(text) * scale
-    if value < 0:
-        raise ValueError(f"time must be >= 0, got {text!r}")
     return value
 
 
