@@ -533,9 +533,7 @@ class TcpConnection:
             self._rx_other(seg, now)
         if self.state is not _CLOSED:
             if self.options.keepalive and self.state in _KEEPALIVE:
-                self._ka_probes = 0
-                self._ka_deadline = now + self.options.keepalive_time
-                self._ka_deadline_base = now
+                self._heard_from_peer(now)
             self._transmit(now)
 
     def _fast_path(self, seg: Segment, now: float) -> bool:
@@ -591,18 +589,10 @@ class TcpConnection:
                     self._persist_deadline = None
                     self._persist_backoff = 0
         if n:
-            self._rcvq += payload
-            self.rcv_nxt = (self.rcv_nxt + n) & MASK
-            self.bytes_received += n
-            self._rcv_unacked += n
-            if self._rcv_unacked >= self._delack_bytes or self.options.delack <= 0:
-                self._ack_now = True
-            elif self._delack_deadline is None:
-                self._delack_deadline = now + self.options.delack
+            self._take_in_order(payload)
+            self._schedule_ack(now)
         if self.options.keepalive:
-            self._ka_probes = 0
-            self._ka_deadline = now + self.options.keepalive_time
-            self._ka_deadline_base = now
+            self._heard_from_peer(now)
         self._transmit(now)
         return True
 
@@ -838,22 +828,36 @@ class TcpConnection:
             self._ack_now = True
             return
         if payload:
-            self._rcvq += payload
-            self.rcv_nxt = (self.rcv_nxt + len(payload)) & MASK
-            self.bytes_received += len(payload)
-            self._rcv_unacked += len(payload)
+            self._take_in_order(payload)
         if self._ooo:
             fin = self._drain_ooo() or fin
             self._ack_now = True  # filled (part of) a hole: ACK at once
         if fin:
             self._rx_fin(now)
         elif payload and not self._ack_now:
-            # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): every second full segment,
-            # else within the delay.
-            if self._rcv_unacked >= self._delack_bytes or self.options.delack <= 0:
-                self._ack_now = True
-            elif self._delack_deadline is None:
-                self._delack_deadline = now + self.options.delack
+            self._schedule_ack(now)
+
+    def _take_in_order(self, payload: bytes) -> None:
+        """Queue in-order data for the application and advance RCV.NXT."""
+        n = len(payload)
+        self._rcvq += payload
+        self.rcv_nxt = (self.rcv_nxt + n) & MASK
+        self.bytes_received += n
+        self._rcv_unacked += n
+
+    def _schedule_ack(self, now: float) -> None:
+        """Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): every second full segment,
+        else within ``delack``."""
+        if self._rcv_unacked >= self._delack_bytes or self.options.delack <= 0:
+            self._ack_now = True
+        elif self._delack_deadline is None:
+            self._delack_deadline = now + self.options.delack
+
+    def _heard_from_peer(self, now: float) -> None:
+        """A segment arrived: the keepalive count restarts and the idle timer re-arms."""
+        self._ka_probes = 0
+        self._ka_deadline = now + self.options.keepalive_time
+        self._ka_deadline_base = now
 
     def _drain_ooo(self) -> bool:
         """Move out-of-order pieces that now continue the stream; True if a FIN was reached."""
@@ -1644,8 +1648,7 @@ class TcpConnection:
     def start_keepalive(self, now: float) -> None:
         """Arm the keepalive timer (the driver calls it once the connection is established)."""
         if self.options.keepalive and self.state in _KEEPALIVE and self._ka_deadline is None:
-            self._ka_deadline = now + self.options.keepalive_time
-            self._ka_deadline_base = now
+            self._heard_from_peer(now)
 
     # ------------------------------------------------------------------
     # Introspection
