@@ -7,6 +7,7 @@ import math
 import os
 import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,3 +228,24 @@ class Child:
     async def send_json(self, msg: dict[str, Any]) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         await self.proc.stdin.send_all(json.dumps(msg).encode() + b"\n")
+
+
+_SEND_DATA = b"\xa5" * CHUNK
+
+
+async def send_then_drain(stream: Any, total: int) -> float:
+    """Send ``total`` bytes in CHUNK writes, half-close, read until the peer's EOF.
+
+    Works on any trio.abc.HalfCloseableStream (a utcp Connection or kernel TCP);
+    returns the elapsed seconds.
+    """
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < total:
+        n = min(CHUNK, total - sent)
+        await stream.send_all(_SEND_DATA if n == CHUNK else _SEND_DATA[:n])
+        sent += n
+    await stream.send_eof()
+    while await stream.receive_some(65536):
+        pass
+    return time.perf_counter() - t0

@@ -15,23 +15,7 @@ import trio
 
 import utcp
 
-from .common import CHUNK, MB, PAYLOAD, Child, Sizes
-
-_DATA = b"\xa5" * CHUNK
-
-
-async def _utcp_sender(conn: utcp.Connection, total: int) -> float:
-    """Send ``total`` bytes, half-close, wait for the peer's FIN; returns elapsed seconds."""
-    t0 = time.perf_counter()
-    sent = 0
-    while sent < total:
-        n = min(CHUNK, total - sent)
-        await conn.send(_DATA if n == CHUNK else _DATA[:n])
-        sent += n
-    await conn.shutdown()
-    while await conn.recv(65536):
-        pass
-    return time.perf_counter() - t0
+from .common import MB, PAYLOAD, Child, Sizes, send_then_drain
 
 
 async def _utcp_sink(conn: utcp.Connection) -> int:
@@ -77,7 +61,7 @@ async def bulk_utcp(sizes: Sizes) -> dict[str, Any]:
 
             nursery.start_soon(serve)
             conn = await client_ep.connect(server_ep.local_address)
-            elapsed = await _utcp_sender(conn, total)
+            elapsed = await send_then_drain(conn, total)
             info = conn.info()
             await conn.close()
     if got != total:
@@ -92,7 +76,7 @@ async def bulk_utcp_2proc(sizes: Sizes) -> dict[str, Any]:
         hello = await child.read_json()
         async with utcp.open_endpoint(("127.0.0.1", 0)) as ep:
             conn = await ep.connect(tuple(hello["address"]), hello["port"])
-            elapsed = await _utcp_sender(conn, total)
+            elapsed = await send_then_drain(conn, total)
             info = conn.info()
             await conn.close()
         report = await child.read_json()
@@ -123,16 +107,7 @@ async def bulk_tcp(sizes: Sizes) -> dict[str, Any]:
         nursery.start_soon(serve)
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            t0 = time.perf_counter()
-            sent = 0
-            while sent < total:
-                n = min(CHUNK, total - sent)
-                await stream.send_all(_DATA if n == CHUNK else _DATA[:n])
-                sent += n
-            await stream.send_eof()
-            while await stream.receive_some(65536):
-                pass
-            elapsed = time.perf_counter() - t0
+            elapsed = await send_then_drain(stream, total)
     if got != total:
         raise RuntimeError(f"receiver got {got} bytes, expected {total}")
     return {"mbps": total / elapsed / MB}

@@ -14,16 +14,14 @@ counters) and the relay's drop counts.
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import trio
 
 import utcp
 
-from .common import CHUNK, MB, Sizes, Unavailable
+from .common import MB, Sizes, Unavailable, send_then_drain
 
-_DATA = b"\x69" * CHUNK
 LOSS_RATES = (0.0, 0.01, 0.05)
 _round = 0
 
@@ -81,16 +79,7 @@ async def _one(total: int, p: float, seed: int) -> dict[str, Any]:
 
                     nursery.start_soon(serve)
                     conn = await client_ep.connect(relay.address, listener.port)
-                    t0 = time.perf_counter()
-                    sent = 0
-                    while sent < total:
-                        n = min(CHUNK, total - sent)
-                        await conn.send(_DATA if n == CHUNK else _DATA[:n])
-                        sent += n
-                    await conn.shutdown()
-                    while await conn.recv(65536):
-                        pass
-                    elapsed = time.perf_counter() - t0
+                    elapsed = await send_then_drain(conn, total)
                     info = conn.info()
                     conn.abort()  # skip TIME_WAIT
                 client_out = client_ep.counters.get("OutSegs", 0)

@@ -19,7 +19,7 @@ import trio
 
 import utcp
 
-from .common import CHUNK, MB, Child, Sizes, jain
+from .common import MB, Child, Sizes, jain, send_then_drain
 
 _PORTS_PER_LISTENER = 25_000  # 4-tuples per (remote, listener port) kept well below 64512
 
@@ -100,9 +100,6 @@ async def timewait(sizes: Sizes) -> dict[str, Any]:
     }
 
 
-_DATA = b"\x96" * CHUNK
-
-
 async def multi(sizes: Sizes) -> dict[str, Any]:
     """N concurrent bulk connections on one endpoint pair, all started together.
 
@@ -142,14 +139,7 @@ async def multi(sizes: Sizes) -> dict[str, Any]:
 
             async def source(conn: utcp.Connection) -> None:
                 await go.wait()
-                sent = 0
-                while sent < each:
-                    k = min(CHUNK, each - sent)
-                    await conn.send(_DATA if k == CHUNK else _DATA[:k])
-                    sent += k
-                await conn.shutdown()
-                while await conn.recv():
-                    pass
+                await send_then_drain(conn, each)
                 await conn.close()
 
             nursery.start_soon(serve)
